@@ -1,0 +1,1 @@
+//! The demo project made by the studio itself.

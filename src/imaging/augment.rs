@@ -1,0 +1,1 @@
+//! Augmentation for the trainers (see issue: foundation).

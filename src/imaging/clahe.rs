@@ -1,0 +1,1 @@
+//! Contrast-limited adaptive histogram equalisation (CLAHE).

@@ -1,0 +1,7 @@
+//! Image and mask I/O, box masks, augmentation. No egui, no candle.
+
+pub mod augment;
+pub mod boxes;
+pub mod clahe;
+pub mod io;
+pub mod rect;

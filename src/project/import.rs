@@ -1,0 +1,25 @@
+//! Importers for the generic folder layout and the DeepPCB paired layout.
+
+use std::path::PathBuf;
+
+/// Which on-disk layout to import from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// `good/`, `defect/<class>/`, `masks/<class>/` (mask = same stem, PNG).
+    Folders,
+    /// DeepPCB: `pairs/<id>_test.jpg`, `pairs/<id>_temp.jpg`, `boxes/<id>.txt`.
+    Deeppcb,
+}
+
+/// One import job.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    /// Layout of the source folder.
+    pub layout: Layout,
+    /// Source folder.
+    pub from: PathBuf,
+    /// Optional folder of pixel masks by stem (DeepPCB: `derived_masks/binary`).
+    pub masks: Option<PathBuf>,
+    /// Group for every imported image (default: from the data or the source folder's name).
+    pub group: Option<String>,
+}

@@ -1,0 +1,122 @@
+//! The channel protocol between the UI thread and the worker thread.
+//!
+//! The UI sends [`Command`]s (imperative) on a bounded channel; the worker answers with [`Event`]s
+//! (past tense) on another bounded channel. Results and failures are always delivered (blocking
+//! send on the worker side, which never holds the UI); frequent progress goes with `try_send` and
+//! may be dropped, and the dropped count is reported in [`Event::ProgressDropped`].
+//! The UI never blocks: it only uses `try_send` and `try_recv`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::{GrayImage, RgbImage};
+
+use crate::project::Project;
+use crate::project::import::ImportRequest;
+
+/// Capacity of the command channel (UI -> worker).
+pub const COMMAND_CAPACITY: usize = 64;
+/// Capacity of the event channel (worker -> UI).
+pub const EVENT_CAPACITY: usize = 256;
+
+/// Identifies a job in progress and failure events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// Opening a project.
+    Open,
+    /// Making the demo project.
+    Demo,
+    /// Importing images.
+    Import,
+    /// Loading one image for the painter.
+    LoadImage,
+    /// Saving masks.
+    SaveMasks,
+    /// Deriving box masks for the whole project.
+    DeriveBoxes,
+}
+
+/// What the UI asks the worker to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Open the project in this folder (made empty if it has no manifest).
+    OpenProject(PathBuf),
+    /// Write the demo project to `out` (replacing nothing that exists) and open it.
+    MakeDemo {
+        /// Target folder.
+        out: PathBuf,
+        /// Random seed.
+        seed: u64,
+    },
+    /// Import images into the open project.
+    Import(ImportRequest),
+    /// Load one image and its masks at full resolution for the painter.
+    LoadImage {
+        /// Image id.
+        id: String,
+    },
+    /// Save an image's pixel mask and box mask (atomic writes) and update the manifest.
+    SaveMasks {
+        /// Image id.
+        id: String,
+        /// The pixel mask (0/255).
+        mask: GrayImage,
+        /// The box mask (0/255).
+        box_mask: GrayImage,
+    },
+    /// Derive box masks from the pixel masks of every image that has one.
+    DeriveBoxes {
+        /// Margin in pixels around each region.
+        margin: u32,
+    },
+    /// Finish and end the thread.
+    Shutdown,
+}
+
+/// What the worker reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A project was opened, or its manifest changed: this is the new state.
+    ProjectOpened(Arc<Project>),
+    /// An image is decoded and ready for the painter.
+    ImageLoaded {
+        /// Image id.
+        id: String,
+        /// The image.
+        image: Arc<RgbImage>,
+        /// Its pixel mask, or an empty one.
+        mask: GrayImage,
+        /// Its box mask, or an empty one.
+        box_mask: GrayImage,
+    },
+    /// An image's masks were written.
+    MasksSaved {
+        /// Image id.
+        id: String,
+    },
+    /// A long job advanced (may be dropped under load).
+    Progressed {
+        /// Which job.
+        job: JobKind,
+        /// Units done.
+        done: usize,
+        /// Units in all.
+        total: usize,
+    },
+    /// Progress events were dropped because the UI was slow; how many so far.
+    ProgressDropped(u64),
+    /// A job finished well; the message is for the status line.
+    JobFinished {
+        /// Which job.
+        job: JobKind,
+        /// What was done, in words.
+        message: String,
+    },
+    /// A job failed; the worker lives on.
+    JobFailed {
+        /// Which job.
+        job: JobKind,
+        /// The error, with the file it concerns.
+        message: String,
+    },
+}

@@ -1,0 +1,1 @@
+//! Shared image canvas with zoom and pan.

@@ -1,0 +1,1 @@
+//! The mask / box-mask painter pane.
