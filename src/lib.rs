@@ -11,3 +11,6 @@ pub mod imaging;
 pub mod project;
 pub mod protocol;
 pub mod ui;
+pub mod settings;
+pub mod worker;
+pub mod cli;

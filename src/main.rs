@@ -1,1 +1,61 @@
-fn main() {}
+//! `dtgan-studio`: the studio window, or a headless command (see `--help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dtgan_studio::cli::{Cli, CliCommand, run};
+use dtgan_studio::settings::Settings;
+use dtgan_studio::ui::app::{StartWith, StudioApp};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => open_studio(StartWith::LastOrDemo),
+        Some(CliCommand::Open { dir }) => {
+            if dir.join(dtgan_studio::project::MANIFEST_FILE).is_file() {
+                open_studio(StartWith::Project(dir))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{}: not a DTGAN Studio project (no {}); create one with `import` or `demo`",
+                    dir.display(),
+                    dtgan_studio::project::MANIFEST_FILE
+                ))
+            }
+        }
+        Some(command) => run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_studio(start: StartWith) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("DTGAN Studio")
+            .with_app_id("dtgan-studio")
+            .with_inner_size([1400.0, 860.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "DTGAN Studio",
+        options,
+        Box::new(move |cc| {
+            let app = StudioApp::new(&cc.egui_ctx, cc.storage, start, Settings::from_env())?;
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the studio window: {e}"))
+}

@@ -23,3 +23,27 @@ pub struct ImportRequest {
     /// Group for every imported image (default: from the data or the source folder's name).
     pub group: Option<String>,
 }
+
+/// Import result (temporary stub).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportSummary {}
+
+/// Import failure (temporary stub).
+#[derive(Debug, thiserror::Error)]
+#[error("import not available")]
+pub struct ImportError;
+
+/// Imports (temporary stub).
+pub fn import(
+    _project: &mut super::Project,
+    _req: &ImportRequest,
+    _progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ImportSummary, ImportError> {
+    Err(ImportError)
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("imported")
+    }
+}

@@ -8,8 +8,10 @@
 //! DIR/boxes/<id>.png          box masks, 8-bit 0/255
 //! ```
 
+pub mod detect;
 pub mod import;
 pub mod manifest;
+pub mod masks;
 pub mod stats;
 
 use std::fs;

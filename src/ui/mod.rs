@@ -3,8 +3,13 @@
 //! Panes never block: heavy work is sent as a [`Command`] through [`CommandSender`], results come
 //! back as events that the app routes to the panes.
 
+pub mod app;
+pub mod automation;
+pub mod browser;
 pub mod canvas;
+pub mod import_dialog;
 pub mod painter;
+pub mod thumbnails;
 
 use std::sync::Arc;
 

@@ -1,0 +1,240 @@
+//! The one background thread: runs [`Command`]s, reports [`Event`]s.
+//!
+//! The UI owns the sending end of a bounded command channel and the receiving end of a bounded
+//! event channel. Results and failures are sent blocking (the UI drains events every frame, so
+//! this waits at most a frame); progress is sent with `try_send` and dropped when the channel is
+//! full, counting what was dropped. After every event the worker calls the waker (the app passes
+//! a closure that requests a repaint), so the worker needs no egui.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::demo::{DemoConfig, make_demo};
+use crate::project::Project;
+use crate::project::import::import;
+use crate::project::masks::{derive_box_masks, load_image_with_masks, store_masks};
+use crate::protocol::{COMMAND_CAPACITY, Command, EVENT_CAPACITY, Event, JobKind};
+use crate::settings::Settings;
+
+/// Called after each event so the UI wakes up.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The UI's side of the worker: its channels and its thread.
+pub struct WorkerHandle {
+    /// Commands to the worker.
+    pub commands: Sender<Command>,
+    /// Events from the worker.
+    pub events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts the worker thread. With `settings`, opened projects are remembered there.
+    pub fn spawn(waker: Waker, settings: Option<Settings>) -> std::io::Result<Self> {
+        let (cmd_tx, cmd_rx) = bounded(COMMAND_CAPACITY);
+        let (ev_tx, ev_rx) = bounded(EVENT_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("studio-worker".into())
+            .spawn(move || Worker::new(ev_tx, waker, settings).run(&cmd_rx))?;
+        Ok(Self { commands: cmd_tx, events: ev_rx, thread: Some(thread) })
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        // Ask politely; the thread finishes its current job first. Never join while the event
+        // channel could be full: drain it as we wait.
+        let _ = self.commands.try_send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() {
+                while self.events.try_recv().is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends events to the UI: results blocking, progress lossy.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: Sender<Event>,
+    waker: Waker,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// A sink on `tx` that calls `waker` after each event.
+    pub fn new(tx: Sender<Event>, waker: Waker) -> Self {
+        Self { tx, waker, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Delivers an event that must not be lost (results, failures).
+    pub fn send(&self, event: Event) {
+        // A closed channel means the UI is gone; nothing is left to tell.
+        let _ = self.tx.send(event);
+        (self.waker)();
+    }
+
+    /// Delivers progress if there is room; otherwise counts it as dropped.
+    pub fn progress(&self, job: JobKind, done: usize, total: usize) {
+        if self.tx.try_send(Event::Progressed { job, done, total }).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.tx.try_send(Event::ProgressDropped(n));
+        }
+        (self.waker)();
+    }
+}
+
+struct Worker {
+    sink: EventSink,
+    project: Option<Project>,
+    settings: Option<Settings>,
+}
+
+impl Worker {
+    fn new(tx: Sender<Event>, waker: Waker, settings: Option<Settings>) -> Self {
+        Self { sink: EventSink::new(tx, waker), project: None, settings }
+    }
+
+    /// Makes `project` the open one, remembers it for the next start and tells the UI.
+    fn set_project(&mut self, project: Project) {
+        if let Some(s) = &self.settings {
+            if let Err(e) = s.remember_project(&project.root) {
+                tracing::warn!("cannot remember the last project in {}: {e}", s.home.display());
+            }
+        }
+        self.project = Some(project);
+        self.publish_project();
+    }
+
+    fn run(mut self, commands: &Receiver<Command>) {
+        while let Ok(cmd) = commands.recv() {
+            if matches!(cmd, Command::Shutdown) {
+                break;
+            }
+            let job = job_of(&cmd);
+            if let Err(e) = self.handle(cmd) {
+                self.sink.send(Event::JobFailed { job, message: format!("{e:#}") });
+            }
+        }
+    }
+
+    fn project_mut(&mut self) -> anyhow::Result<&mut Project> {
+        self.project.as_mut().context("no project is open")
+    }
+
+    fn publish_project(&self) {
+        if let Some(p) = &self.project {
+            self.sink.send(Event::ProjectOpened(Arc::new(p.clone())));
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) -> anyhow::Result<()> {
+        match cmd {
+            Command::OpenProject(dir) => {
+                let project = Project::open_or_create(&dir)
+                    .with_context(|| format!("opening project {}", dir.display()))?;
+                self.set_project(project);
+            }
+            Command::MakeDemo { out, seed } => {
+                let sink = self.sink.clone();
+                let cfg = DemoConfig { seed, ..DemoConfig::default() };
+                let project = make_demo(&out, &cfg, &move |d, t| sink.progress(JobKind::Demo, d, t))
+                    .with_context(|| format!("making the demo project in {}", out.display()))?;
+                self.set_project(project);
+                self.finished(JobKind::Demo, format!("demo project written to {}", out.display()));
+            }
+            Command::Import(req) => {
+                let sink = self.sink.clone();
+                let project = self.project_mut()?;
+                let summary = import(project, &req, &move |d, t| sink.progress(JobKind::Import, d, t))
+                    .with_context(|| format!("importing {}", req.from.display()))?;
+                self.publish_project();
+                self.finished(JobKind::Import, summary.to_string());
+            }
+            Command::LoadImage { id } => {
+                let project = self.project.as_ref().context("no project is open")?;
+                let loaded = load_image_with_masks(project, &id)?;
+                self.sink.send(Event::ImageLoaded {
+                    id,
+                    image: Arc::new(loaded.image),
+                    mask: loaded.mask,
+                    box_mask: loaded.box_mask,
+                });
+            }
+            Command::SaveMasks { id, mask, box_mask } => {
+                store_masks(self.project_mut()?, &id, &mask, &box_mask)?;
+                self.sink.send(Event::MasksSaved { id });
+                self.publish_project();
+            }
+            Command::DeriveBoxes { margin } => {
+                let sink = self.sink.clone();
+                let project = self.project_mut()?;
+                let n = derive_box_masks(project, margin, &move |d, t| {
+                    sink.progress(JobKind::DeriveBoxes, d, t)
+                })?;
+                self.publish_project();
+                self.finished(JobKind::DeriveBoxes, format!("{n} box masks derived (margin {margin} px)"));
+            }
+            Command::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    fn finished(&self, job: JobKind, message: String) {
+        self.sink.send(Event::JobFinished { job, message });
+    }
+}
+
+fn job_of(cmd: &Command) -> JobKind {
+    match cmd {
+        Command::OpenProject(_) | Command::Shutdown => JobKind::Open,
+        Command::MakeDemo { .. } => JobKind::Demo,
+        Command::Import(_) => JobKind::Import,
+        Command::LoadImage { .. } => JobKind::LoadImage,
+        Command::SaveMasks { .. } => JobKind::SaveMasks,
+        Command::DeriveBoxes { .. } => JobKind::DeriveBoxes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn next_event(h: &WorkerHandle) -> Event {
+        h.events.recv_timeout(Duration::from_secs(20)).expect("an event in time")
+    }
+
+    #[test]
+    fn failures_are_reported_and_the_worker_lives_on() {
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands.send(Command::LoadImage { id: "x".into() }).expect("send");
+        match next_event(&h) {
+            Event::JobFailed { job, message } => {
+                assert_eq!(job, JobKind::LoadImage);
+                assert!(message.contains("no project"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        h.commands.send(Command::OpenProject(dir.path().to_path_buf())).expect("send");
+        assert!(matches!(next_event(&h), Event::ProjectOpened(p) if p.root == dir.path()));
+    }
+
+    #[test]
+    fn progress_is_dropped_not_blocking_when_the_ui_is_slow() {
+        let (tx, rx) = bounded(4);
+        let sink = EventSink::new(tx, Arc::new(|| {}));
+        for i in 0..100 {
+            sink.progress(JobKind::Import, i, 100);
+        }
+        assert_eq!(rx.len(), 4);
+        assert!(sink.dropped.load(Ordering::Relaxed) >= 96);
+    }
+}
