@@ -41,7 +41,10 @@ fn main() -> ExitCode {
 }
 
 fn open_studio(start: StartWith) -> anyhow::Result<()> {
+    let settings = Settings::from_env();
     let options = eframe::NativeOptions {
+        // Layout and pane settings live beside the studio's other files.
+        persistence_path: settings.as_ref().map(|s| s.home.join("ui-state.ron")),
         viewport: egui::ViewportBuilder::default()
             .with_title("DTGAN Studio")
             .with_app_id("dtgan-studio")
@@ -53,7 +56,7 @@ fn open_studio(start: StartWith) -> anyhow::Result<()> {
         "DTGAN Studio",
         options,
         Box::new(move |cc| {
-            let app = StudioApp::new(&cc.egui_ctx, cc.storage, start, Settings::from_env())?;
+            let app = StudioApp::new(&cc.egui_ctx, cc.storage, start, settings)?;
             Ok(Box::new(app))
         }),
     )

@@ -8,6 +8,7 @@ use egui_tiles::{Tile, TileId, Tiles, Tree};
 
 use super::automation::{Automation, Step};
 use super::browser::BrowserPane;
+use super::picker::FolderPicker;
 use super::painter::PainterPane;
 use super::{CommandSender, PaneContext, Selection, StatusLine};
 use crate::project::Project;
@@ -50,6 +51,13 @@ pub enum StartWith {
     Nothing,
 }
 
+/// What a folder chosen in a menu's dialog is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MenuPick {
+    OpenProject,
+    MakeDemo,
+}
+
 /// Progress of the job in flight.
 #[derive(Clone, Debug)]
 struct Progress {
@@ -70,6 +78,7 @@ pub struct StudioApp {
     status: StatusLine,
     progress: Option<Progress>,
     show_about: bool,
+    picker: FolderPicker<MenuPick>,
     automation: Option<Automation>,
     started: Instant,
     frame_start: Instant,
@@ -102,6 +111,7 @@ impl StudioApp {
             status: StatusLine::default(),
             progress: None,
             show_about: false,
+            picker: FolderPicker::default(),
             automation: Automation::from_env(),
             started: Instant::now(),
             frame_start: Instant::now(),
@@ -205,18 +215,14 @@ impl StudioApp {
     fn menu_bar(&mut self, ui: &mut egui::Ui) {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
-                if ui.button("Open project…").clicked()
-                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
-                {
-                    self.send(Command::OpenProject(dir));
+                if ui.button("Open project…").clicked() {
+                    self.picker.ask(MenuPick::OpenProject, "Project folder");
                 }
                 if ui.button("Import images…").clicked() {
                     self.browser.open_import(None);
                 }
-                if ui.button("Make demo project…").clicked()
-                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
-                {
-                    self.send(Command::MakeDemo { out: dir, seed: 0 });
+                if ui.button("Make demo project…").clicked() {
+                    self.picker.ask(MenuPick::MakeDemo, "Empty folder for the demo project");
                 }
                 ui.separator();
                 let margin = self.project.as_ref().map_or(crate::project::manifest::DEFAULT_BOX_MARGIN, |p| p.manifest.box_margin);
@@ -284,6 +290,14 @@ impl eframe::App for StudioApp {
         self.frame_start = Instant::now();
         self.pump_events();
         self.handle_dropped_folders(ctx);
+        match self.picker.poll() {
+            Some((MenuPick::OpenProject, dir)) => self.send(Command::OpenProject(dir)),
+            Some((MenuPick::MakeDemo, dir)) => self.send(Command::MakeDemo { out: dir, seed: 0 }),
+            None => {}
+        }
+        if self.picker.is_open() {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {

@@ -1,13 +1,9 @@
 //! The import window: pick a layout and folders, then hand the job to the worker.
-//!
-//! Folder pickers (rfd) block their thread, so each runs on a short-lived thread of its own and
-//! its answer comes back on a channel.
 
 use std::path::PathBuf;
 
-use crossbeam_channel::{Receiver, bounded};
-
 use super::PaneContext;
+use super::picker::FolderPicker;
 use crate::project::detect::detect_layout;
 use crate::project::import::{ImportRequest, Layout};
 use crate::protocol::Command;
@@ -27,7 +23,7 @@ pub struct ImportDialog {
     from: String,
     masks: String,
     group: String,
-    picking: Option<(Field, Receiver<Option<PathBuf>>)>,
+    picker: FolderPicker<Field>,
 }
 
 impl ImportDialog {
@@ -47,27 +43,11 @@ impl ImportDialog {
         self.from = from.display().to_string();
     }
 
-    fn pick(&mut self, field: Field) {
-        let (tx, rx) = bounded(1);
-        let spawned = std::thread::Builder::new().name("folder-picker".into()).spawn(move || {
-            let _ = tx.send(rfd::FileDialog::new().pick_folder());
-        });
-        if spawned.is_ok() {
-            self.picking = Some((field, rx));
-        }
-    }
-
     fn poll_picker(&mut self) {
-        let Some((field, rx)) = &self.picking else { return };
-        let field = *field;
-        if let Ok(answer) = rx.try_recv() {
-            self.picking = None;
-            if let Some(path) = answer {
-                match field {
-                    Field::From => self.set_from(path),
-                    Field::Masks => self.masks = path.display().to_string(),
-                }
-            }
+        match self.picker.poll() {
+            Some((Field::From, dir)) => self.set_from(dir),
+            Some((Field::Masks, dir)) => self.masks = dir.display().to_string(),
+            None => {}
         }
     }
 
@@ -89,21 +69,22 @@ impl ImportDialog {
                 ui.label("Source folder");
                 ui.add(egui::TextEdit::singleline(&mut self.from).desired_width(320.0));
                 if ui.button("Browse…").clicked() {
-                    self.pick(Field::From);
+                    self.picker.ask(Field::From, "Folder to import");
                 }
                 ui.end_row();
                 ui.label("Pixel masks (optional)");
                 ui.add(egui::TextEdit::singleline(&mut self.masks).desired_width(320.0));
                 if ui.button("Browse… ").clicked() {
-                    self.pick(Field::Masks);
+                    self.picker.ask(Field::Masks, "Folder of pixel masks");
                 }
                 ui.end_row();
                 ui.label("Group (optional)");
                 ui.add(egui::TextEdit::singleline(&mut self.group).desired_width(320.0).hint_text("from the data"));
                 ui.end_row();
             });
-            if self.picking.is_some() {
+            if self.picker.is_open() {
                 ui.label("Waiting for the folder picker…");
+                ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
             }
             let ready = self.layout.is_some() && !self.from.trim().is_empty() && cx.project.is_some();
             if ui.add_enabled(ready, egui::Button::new("Start import")).clicked() {

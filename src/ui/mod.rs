@@ -9,6 +9,7 @@ pub mod browser;
 pub mod canvas;
 pub mod import_dialog;
 pub mod painter;
+pub mod picker;
 pub mod thumbnails;
 
 use std::sync::Arc;
