@@ -169,7 +169,8 @@ impl ImageCanvas {
                 i.pointer.middle_down(),
             )
         });
-        let wants_pan = (space && response.hovered()) || response.dragged_by(egui::PointerButton::Middle);
+        let wants_pan =
+            (space && response.hovered()) || response.dragged_by(egui::PointerButton::Middle);
         if wants_pan && (primary_down || middle_down) {
             self.panning = true;
         } else if !primary_down && !middle_down {
@@ -202,7 +203,11 @@ mod tests {
         let mut v = ViewTransform::fit(viewport(), Vec2::new(123.0, 77.0));
         v.zoom_about(Pos2::new(100.0, 90.0), 3.7);
         v.pan(Vec2::new(-13.0, 5.5));
-        for p in [Pos2::new(0.0, 0.0), Pos2::new(12.25, 70.5), Pos2::new(123.0, 77.0)] {
+        for p in [
+            Pos2::new(0.0, 0.0),
+            Pos2::new(12.25, 70.5),
+            Pos2::new(123.0, 77.0),
+        ] {
             let back = v.screen_to_image(v.image_to_screen(p));
             assert!((back - p).length() < 1e-3, "{p:?} -> {back:?}");
         }

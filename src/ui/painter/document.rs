@@ -175,7 +175,14 @@ impl Document {
     }
 
     /// Paints (`value` true) or erases a tip segment in the open stroke (no-op without one).
-    pub fn stroke_segment(&mut self, from: (f32, f32), to: (f32, f32), size: u32, shape: TipShape, value: bool) {
+    pub fn stroke_segment(
+        &mut self,
+        from: (f32, f32),
+        to: (f32, f32),
+        size: u32,
+        shape: TipShape,
+        value: bool,
+    ) {
         let Some(layer) = self.stroke.as_ref().map(|s| s.layer) else {
             return;
         };
@@ -216,7 +223,13 @@ impl Document {
     }
 
     /// Fills a polygon (image coordinates) as one undo step.
-    pub fn fill_polygon(&mut self, layer: Layer, pts: &[(f32, f32)], rule: FillRule, value: bool) -> bool {
+    pub fn fill_polygon(
+        &mut self,
+        layer: Layer,
+        pts: &[(f32, f32)],
+        rule: FillRule,
+        value: bool,
+    ) -> bool {
         let v = if value { 255 } else { 0 };
         self.atomic(layer, |img| raster::fill_polygon(img, pts, rule, v))
     }

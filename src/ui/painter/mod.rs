@@ -169,7 +169,13 @@ impl PainterPane {
 
     /// Takes a loaded image (from `Event::ImageLoaded`); resets undo history and view. An image
     /// other than the one requested last is stale and ignored.
-    pub fn set_image(&mut self, id: String, image: Arc<RgbImage>, mask: GrayImage, box_mask: GrayImage) {
+    pub fn set_image(
+        &mut self,
+        id: String,
+        image: Arc<RgbImage>,
+        mask: GrayImage,
+        box_mask: GrayImage,
+    ) {
         if self.requested.as_deref().is_some_and(|r| r != id) {
             return;
         }
@@ -256,8 +262,10 @@ impl PainterPane {
                 true
             }
             Err(_) => {
-                cx.status
-                    .error(format!("Worker busy: masks of {} not saved yet, retrying", l.id));
+                cx.status.error(format!(
+                    "Worker busy: masks of {} not saved yet, retrying",
+                    l.id
+                ));
                 false
             }
         }
@@ -288,7 +296,9 @@ impl PainterPane {
                 self.loaded = None;
                 self.gesture = Gesture::default();
             }
-            Err(_) => cx.status.error(format!("Worker busy: {id} not requested yet, retrying")),
+            Err(_) => cx
+                .status
+                .error(format!("Worker busy: {id} not requested yet, retrying")),
         }
     }
 

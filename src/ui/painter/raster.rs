@@ -119,7 +119,12 @@ pub fn segment(
 }
 
 /// Fills the polygon with vertices `pts` (closed implicitly) using `rule`.
-pub fn fill_polygon(img: &mut GrayImage, pts: &[(f32, f32)], rule: FillRule, value: u8) -> Option<Rect> {
+pub fn fill_polygon(
+    img: &mut GrayImage,
+    pts: &[(f32, f32)],
+    rule: FillRule,
+    value: u8,
+) -> Option<Rect> {
     if pts.len() < 3 {
         return None;
     }
@@ -209,7 +214,10 @@ mod tests {
             let px = set_pixels(&img);
             assert_eq!(px.len() as u32, size * size, "size {size}");
             let xs: Vec<u32> = px.iter().map(|p| p.0).collect();
-            assert_eq!(xs.iter().max().expect("some") - xs.iter().min().expect("some") + 1, size);
+            assert_eq!(
+                xs.iter().max().expect("some") - xs.iter().min().expect("some") + 1,
+                size
+            );
         }
     }
 
@@ -259,8 +267,16 @@ mod tests {
         // Two overlapping squares traced in the same direction: nonzero fills the overlap,
         // even-odd leaves it empty.
         let pts = [
-            (0.0, 0.0), (6.0, 0.0), (6.0, 6.0), (0.0, 6.0), (0.0, 0.0),
-            (3.0, 3.0), (9.0, 3.0), (9.0, 9.0), (3.0, 9.0), (3.0, 3.0),
+            (0.0, 0.0),
+            (6.0, 0.0),
+            (6.0, 6.0),
+            (0.0, 6.0),
+            (0.0, 0.0),
+            (3.0, 3.0),
+            (9.0, 3.0),
+            (9.0, 9.0),
+            (3.0, 9.0),
+            (3.0, 3.0),
         ];
         let mut even = GrayImage::new(12, 12);
         fill_polygon(&mut even, &pts, FillRule::EvenOdd, 255);

@@ -72,7 +72,8 @@ impl PainterPane {
         }
         let cmd_shift = Modifiers::COMMAND | Modifiers::SHIFT;
         let (redo, undo, save) = ctx.input_mut(|i| {
-            let redo = i.consume_key(cmd_shift, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y);
+            let redo =
+                i.consume_key(cmd_shift, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y);
             let undo = i.consume_key(Modifiers::COMMAND, Key::Z);
             (redo, undo, i.consume_key(Modifiers::COMMAND, Key::S))
         });
@@ -147,20 +148,29 @@ impl PainterPane {
             ui.separator();
             ui.selectable_value(&mut s.tip, TipShape::Round, "Round");
             ui.selectable_value(&mut s.tip, TipShape::Square, "Square");
-            ui.add(egui::Slider::new(&mut s.size, 1..=MAX_BRUSH).logarithmic(true).text("Brush size"));
+            ui.add(
+                egui::Slider::new(&mut s.size, 1..=MAX_BRUSH)
+                    .logarithmic(true)
+                    .text("Brush size"),
+            );
             ui.checkbox(&mut s.subtract, "Subtract");
             ui.selectable_value(&mut s.fill_rule, FillRule::EvenOdd, "Even-odd");
             ui.selectable_value(&mut s.fill_rule, FillRule::NonZero, "Nonzero");
         });
         ui.horizontal_wrapped(|ui| {
-            let (can_undo, can_redo) = self
-                .loaded
-                .as_ref()
-                .map_or((false, false), |l| (l.doc.undo_len() > 0, l.doc.redo_len() > 0));
-            if ui.add_enabled(can_undo, egui::Button::new("Undo")).clicked() {
+            let (can_undo, can_redo) = self.loaded.as_ref().map_or((false, false), |l| {
+                (l.doc.undo_len() > 0, l.doc.redo_len() > 0)
+            });
+            if ui
+                .add_enabled(can_undo, egui::Button::new("Undo"))
+                .clicked()
+            {
                 self.undo(ui);
             }
-            if ui.add_enabled(can_redo, egui::Button::new("Redo")).clicked() {
+            if ui
+                .add_enabled(can_redo, egui::Button::new("Redo"))
+                .clicked()
+            {
                 self.redo(ui);
             }
             if ui.button("Clear layer").clicked()
@@ -177,7 +187,8 @@ impl PainterPane {
                 .labelled_by(label.id);
             let margin = *margin;
             if box_clicked && let Some(l) = &mut self.loaded {
-                let boxes = crate::imaging::boxes::box_mask_from_mask(l.doc.layer(Layer::Mask), margin);
+                let boxes =
+                    crate::imaging::boxes::box_mask_from_mask(l.doc.layer(Layer::Mask), margin);
                 if l.doc.replace_layer(Layer::Box, boxes) {
                     self.last_edit = ui.ctx().input(|i| i.time);
                 }
@@ -200,16 +211,24 @@ impl PainterPane {
             if ui.button("Fit").on_hover_text("Esc").clicked() {
                 self.canvas.reset_view();
             }
-            if ui.button("?").on_hover_text("Keyboard shortcuts (H)").clicked() {
+            if ui
+                .button("?")
+                .on_hover_text("Keyboard shortcuts (H)")
+                .clicked()
+            {
                 self.help_open = !self.help_open;
             }
         });
         ui.horizontal_wrapped(|ui| {
             let s = &mut self.settings;
-            for (name, style) in [("Pixel mask", &mut s.mask_style), ("Box mask", &mut s.box_style)] {
+            for (name, style) in [
+                ("Pixel mask", &mut s.mask_style),
+                ("Box mask", &mut s.box_style),
+            ] {
                 ui.checkbox(&mut style.visible, format!("Show {}", name.to_lowercase()));
                 let label = ui.label(format!("{name} colour"));
-                ui.color_edit_button_srgba(&mut style.color).labelled_by(label.id);
+                ui.color_edit_button_srgba(&mut style.color)
+                    .labelled_by(label.id);
                 ui.add(
                     egui::Slider::new(&mut style.opacity, 0.0..=1.0)
                         .text(format!("{name} opacity")),
@@ -227,13 +246,15 @@ impl PainterPane {
             .resizable(false)
             .collapsible(false)
             .show(ui.ctx(), |ui| {
-                egui::Grid::new("painter_shortcuts").striped(true).show(ui, |ui| {
-                    for (keys, what) in SHORTCUTS {
-                        ui.strong(*keys);
-                        ui.label(*what);
-                        ui.end_row();
-                    }
-                });
+                egui::Grid::new("painter_shortcuts")
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for (keys, what) in SHORTCUTS {
+                            ui.strong(*keys);
+                            ui.label(*what);
+                            ui.end_row();
+                        }
+                    });
             });
         self.help_open = open;
     }

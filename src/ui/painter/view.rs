@@ -20,7 +20,11 @@ fn overlay_image(mask: &GrayImage, r: PxRect) -> ColorImage {
     for y in r.y..r.bottom() {
         for x in r.x..r.right() {
             let on = mask.get_pixel(x, y)[0] != 0;
-            pixels.push(if on { Color32::WHITE } else { Color32::TRANSPARENT });
+            pixels.push(if on {
+                Color32::WHITE
+            } else {
+                Color32::TRANSPARENT
+            });
         }
     }
     ColorImage::new([r.w as usize, r.h as usize], pixels)
@@ -59,7 +63,11 @@ fn sync_textures(ctx: &egui::Context, l: &mut Loaded) {
             for (i, layer) in layers.into_iter().enumerate() {
                 if let Some(r) = l.doc.take_dirty(layer) {
                     let part = overlay_image(l.doc.layer(layer), r);
-                    t.layers[i].set_partial([r.x as usize, r.y as usize], part, TextureOptions::NEAREST);
+                    t.layers[i].set_partial(
+                        [r.x as usize, r.y as usize],
+                        part,
+                        TextureOptions::NEAREST,
+                    );
                     if layer == Layer::Box {
                         l.box_rects = None;
                     }
@@ -71,7 +79,12 @@ fn sync_textures(ctx: &egui::Context, l: &mut Loaded) {
 
 fn tint(style: &super::LayerStyle) -> Color32 {
     let [r, g, b, _] = style.color.to_srgba_unmultiplied();
-    Color32::from_rgba_unmultiplied(r, g, b, (style.opacity.clamp(0.0, 1.0) * 255.0).round() as u8)
+    Color32::from_rgba_unmultiplied(
+        r,
+        g,
+        b,
+        (style.opacity.clamp(0.0, 1.0) * 255.0).round() as u8,
+    )
 }
 
 fn to_tuple(p: Pos2) -> (f32, f32) {
@@ -85,7 +98,10 @@ impl PainterPane {
         let mut pts: Vec<Pos2> = Vec::new();
         // A double-click leaves near-duplicate vertices: drop those closer than 3 screen points.
         for &p in &self.gesture.polygon {
-            if pts.last().is_none_or(|q: &Pos2| (p - *q).length() * zoom >= 3.0) {
+            if pts
+                .last()
+                .is_none_or(|q: &Pos2| (p - *q).length() * zoom >= 3.0)
+            {
                 pts.push(p);
             }
         }
@@ -97,7 +113,9 @@ impl PainterPane {
         let shift = ui.ctx().input(|i| i.modifiers.shift);
         let add = self.settings.subtract == shift;
         let pts: Vec<(f32, f32)> = pts.into_iter().map(to_tuple).collect();
-        if l.doc.fill_polygon(self.settings.layer, &pts, self.settings.fill_rule, add) {
+        if l.doc
+            .fill_polygon(self.settings.layer, &pts, self.settings.fill_rule, add)
+        {
             self.last_edit = ui.ctx().input(|i| i.time);
         }
     }
@@ -111,18 +129,25 @@ impl PainterPane {
         if w as usize > max_side || h as usize > max_side {
             ui.colored_label(
                 Color32::RED,
-                format!("The image is {w}x{h}; this display shows at most {max_side} pixels a side."),
+                format!(
+                    "The image is {w}x{h}; this display shows at most {max_side} pixels a side."
+                ),
             );
             return;
         }
-        let c = self.canvas.show(ui, Vec2::new(w as f32, h as f32), "Mask canvas");
+        let c = self
+            .canvas
+            .show(ui, Vec2::new(w as f32, h as f32), "Mask canvas");
         self.handle_pointer(ui, &c);
 
         let Some(l) = &mut self.loaded else { return };
         sync_textures(&ctx, l);
         let Some(t) = &l.textures else { return };
         let view = self.canvas.view();
-        let image_rect = view.image_rect_to_screen(Rect::from_min_size(Pos2::ZERO, Vec2::new(w as f32, h as f32)));
+        let image_rect = view.image_rect_to_screen(Rect::from_min_size(
+            Pos2::ZERO,
+            Vec2::new(w as f32, h as f32),
+        ));
         let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
         let p = &c.painter;
         p.image(t.image.id(), image_rect, uv, Color32::WHITE);
@@ -140,8 +165,16 @@ impl PainterPane {
                 });
                 let stroke = Stroke::new(2.0, tint(&s.box_style));
                 for r in rects.iter() {
-                    let rr = Rect::from_min_size(Pos2::new(r.x as f32, r.y as f32), Vec2::new(r.w as f32, r.h as f32));
-                    p.rect_stroke(view.image_rect_to_screen(rr), 0.0, stroke, egui::StrokeKind::Inside);
+                    let rr = Rect::from_min_size(
+                        Pos2::new(r.x as f32, r.y as f32),
+                        Vec2::new(r.w as f32, r.h as f32),
+                    );
+                    p.rect_stroke(
+                        view.image_rect_to_screen(rr),
+                        0.0,
+                        stroke,
+                        egui::StrokeKind::Inside,
+                    );
                 }
             }
         }
@@ -181,7 +214,12 @@ impl PainterPane {
                 }
             }
             Tool::Polygon => {
-                let mut pts: Vec<Pos2> = self.gesture.polygon.iter().map(|&q| view.image_to_screen(q)).collect();
+                let mut pts: Vec<Pos2> = self
+                    .gesture
+                    .polygon
+                    .iter()
+                    .map(|&q| view.image_to_screen(q))
+                    .collect();
                 if !pts.is_empty()
                     && let Some(hp) = hover
                 {
@@ -194,7 +232,9 @@ impl PainterPane {
                 }
             }
             Tool::Box => {
-                let now = ctx.input(|i| i.pointer.latest_pos()).map(|s| view.screen_to_image(s));
+                let now = ctx
+                    .input(|i| i.pointer.latest_pos())
+                    .map(|s| view.screen_to_image(s));
                 if let (Some(a), Some(b)) = (self.gesture.box_start, now) {
                     let r = Rect::from_two_pos(view.image_to_screen(a), view.image_to_screen(b));
                     both(&|st| {
@@ -216,14 +256,19 @@ impl PainterPane {
                 .iter()
                 .filter_map(|e| match e {
                     Event::PointerMoved(p) => Some(*p),
-                    Event::PointerButton { pos, button: egui::PointerButton::Primary, .. } => Some(*pos),
+                    Event::PointerButton {
+                        pos,
+                        button: egui::PointerButton::Primary,
+                        ..
+                    } => Some(*pos),
                     _ => None,
                 })
                 .collect();
             (
                 i.pointer.primary_pressed(),
                 i.pointer.primary_down(),
-                i.pointer.button_double_clicked(egui::PointerButton::Primary),
+                i.pointer
+                    .button_double_clicked(egui::PointerButton::Primary),
                 i.pointer.interact_pos(),
                 moves,
                 i.modifiers.shift,
