@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
+use dtgan_studio::project::Project;
+use dtgan_studio::project::manifest::Manifest;
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::painter::PainterPane;
 use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
@@ -20,6 +22,7 @@ struct State {
     selection: Selection,
     status: StatusLine,
     commands: CommandSender,
+    project: Option<Arc<Project>>,
 }
 
 fn picture() -> Arc<RgbImage> {
@@ -30,6 +33,14 @@ fn picture() -> Arc<RgbImage> {
 
 /// A harness showing image "a" (of "a", "b", "c") with `mask`, and the worker's end of the channel.
 fn setup_with(mask: GrayImage, capacity: usize) -> (Harness<'static, State>, Receiver<Command>) {
+    setup_full(mask, capacity, None)
+}
+
+fn setup_full(
+    mask: GrayImage,
+    capacity: usize,
+    project: Option<Arc<Project>>,
+) -> (Harness<'static, State>, Receiver<Command>) {
     let (tx, rx) = bounded(capacity);
     let mut pane = PainterPane::new();
     pane.set_image("a".into(), picture(), mask, GrayImage::new(W, H));
@@ -41,13 +52,14 @@ fn setup_with(mask: GrayImage, capacity: usize) -> (Harness<'static, State>, Rec
         },
         status: StatusLine::default(),
         commands: CommandSender::new(tx),
+        project,
     };
     let harness = Harness::builder()
         .with_size(egui::vec2(1200.0, 900.0))
         .build_ui_state(
             |ui, s: &mut State| {
                 let mut cx = PaneContext {
-                    project: None,
+                    project: s.project.as_ref(),
                     selection: &mut s.selection,
                     commands: &s.commands,
                     status: &mut s.status,
@@ -160,15 +172,37 @@ fn close_bracket_grows_and_open_bracket_shrinks_the_brush() {
     assert!(h.state().pane.settings().size < grown);
 }
 
-#[test]
-fn box_from_mask_gives_the_grown_rectangle() {
+fn blob() -> GrayImage {
     let mut m = GrayImage::new(W, H);
     for y in 10..15 {
         for x in 20..30 {
             m.put_pixel(x, y, Luma([255]));
         }
     }
-    let (mut h, _rx) = setup_with(m, 64);
+    m
+}
+
+#[test]
+fn box_from_mask_uses_the_project_margin() {
+    let mut manifest = Manifest::new("t");
+    manifest.box_margin = 3;
+    let project = Arc::new(Project {
+        root: std::env::temp_dir().join("painter-margin-test"),
+        manifest,
+    });
+    let (mut h, _rx) = setup_full(blob(), 64, Some(project));
+    h.get_by_label("Box from mask").click();
+    h.run();
+    let boxes = h.state().pane.box_mask().expect("loaded").clone();
+    for (x, y, p) in boxes.enumerate_pixels() {
+        let inside = (17..33).contains(&x) && (7..18).contains(&y);
+        assert_eq!(p[0] == 255, inside, "box pixel {x},{y} = {}", p[0]);
+    }
+}
+
+#[test]
+fn box_from_mask_gives_the_grown_rectangle() {
+    let (mut h, _rx) = setup_with(blob(), 64);
     h.get_by_label("Box from mask").click();
     h.run();
     // Default margin 8 around x 20..=29, y 10..=14.
@@ -356,4 +390,44 @@ fn box_tool_on_box_layer_and_help_toggle() {
     h.key_press(Key::H);
     h.run();
     assert!(h.query_by_label("Keyboard shortcuts").is_some());
+}
+
+fn click(h: &mut Harness<'_, State>, x: f32, y: f32) {
+    let p = screen(h, x, y);
+    h.event(Event::PointerMoved(p));
+    for pressed in [true, false] {
+        h.event(Event::PointerButton {
+            pos: p,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+    }
+    h.run();
+}
+
+#[test]
+fn polygon_closes_with_enter_and_escape_cancels() {
+    let (mut h, _rx) = setup();
+    h.key_press(Key::Num3);
+    h.run();
+    // Escape drops an unfinished polygon: Enter afterwards fills nothing.
+    click(&mut h, 40.0, 30.0);
+    click(&mut h, 50.0, 30.0);
+    click(&mut h, 50.0, 40.0);
+    h.key_press(Key::Escape);
+    h.key_press(Key::Enter);
+    h.run();
+    assert!(mask(&h).iter().all(|&p| p == 0));
+
+    for (x, y) in [(10.0, 10.0), (30.0, 10.0), (30.0, 20.0), (10.0, 20.0)] {
+        click(&mut h, x, y);
+    }
+    assert!(mask(&h).iter().all(|&p| p == 0), "filled before closing");
+    h.key_press(Key::Enter);
+    h.run();
+    for (x, y, p) in mask(&h).enumerate_pixels() {
+        let inside = (10..30).contains(&x) && (10..20).contains(&y);
+        assert_eq!(p[0] == 255, inside, "polygon pixel {x},{y}");
+    }
 }

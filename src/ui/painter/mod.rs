@@ -144,6 +144,8 @@ pub struct PainterPane {
     help_open: bool,
     last_edit: f64,
     save_wanted: bool,
+    /// The project whose box margin the margin field was last set from.
+    margin_project: Option<std::path::PathBuf>,
 }
 
 impl Default for PainterPane {
@@ -164,6 +166,7 @@ impl PainterPane {
             help_open: false,
             last_edit: 0.0,
             save_wanted: false,
+            margin_project: None,
         }
     }
 
@@ -321,9 +324,15 @@ impl PainterPane {
     /// Draws the pane and handles its input.
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut PaneContext<'_>) {
         self.follow_selection(cx);
-        if self.settings.margin.is_none() {
-            self.settings.margin =
-                Some(cx.project.map_or(DEFAULT_MARGIN, |p| p.manifest.box_margin));
+        match cx.project {
+            // Take the margin from each newly opened project; the user may change it afterwards.
+            Some(p) if self.margin_project.as_ref() != Some(&p.root) => {
+                self.settings.margin = Some(p.manifest.box_margin);
+                self.margin_project = Some(p.root.clone());
+            }
+            _ => {
+                self.settings.margin.get_or_insert(DEFAULT_MARGIN);
+            }
         }
         if self.loaded.is_none() {
             if cx.selection.current.is_some() {

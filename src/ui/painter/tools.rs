@@ -118,7 +118,7 @@ impl PainterPane {
         if pressed(Key::H) {
             self.help_open = !self.help_open;
         }
-        if pressed(Key::Enter) {
+        if !self.gesture.polygon.is_empty() && pressed(Key::Enter) {
             self.close_polygon(ui);
         }
         if pressed(Key::Escape) {

@@ -277,6 +277,10 @@ impl PainterPane {
         });
         let on_canvas = c.response.hovered() || c.response.is_pointer_button_down_on();
         let starts = pressed && on_canvas && !c.panning;
+        if pressed && on_canvas {
+            // Take the keyboard focus from any button, so Enter / Space cannot press it.
+            c.response.request_focus();
+        }
         let Some(l) = &mut self.loaded else { return };
         let s = &self.settings;
         let add = s.subtract == shift;
