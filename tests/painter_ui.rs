@@ -431,3 +431,30 @@ fn polygon_closes_with_enter_and_escape_cancels() {
         assert_eq!(p[0] == 255, inside, "polygon pixel {x},{y}");
     }
 }
+
+#[test]
+fn middle_drag_pans_without_painting() {
+    let (mut h, _rx) = setup();
+    let before = h.state().pane.view();
+    let a = screen(&h, 30.0, 20.0);
+    let b = a + egui::vec2(50.0, -30.0);
+    h.event(Event::PointerMoved(a));
+    h.event(Event::PointerButton {
+        pos: a,
+        button: PointerButton::Middle,
+        pressed: true,
+        modifiers: Modifiers::NONE,
+    });
+    h.event(Event::PointerMoved(b));
+    h.event(Event::PointerButton {
+        pos: b,
+        button: PointerButton::Middle,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    h.run();
+    let after = h.state().pane.view();
+    assert!((after.origin - before.origin - egui::vec2(50.0, -30.0)).length() < 1e-3);
+    assert_eq!(after.zoom, before.zoom);
+    assert!(mask(&h).iter().all(|&p| p == 0), "panning painted");
+}

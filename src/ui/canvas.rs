@@ -162,22 +162,20 @@ impl ImageCanvas {
             }
         }
 
-        let (space, primary_down, middle_down) = ui.ctx().input(|i| {
-            (
-                i.key_down(egui::Key::Space),
-                i.pointer.primary_down(),
-                i.pointer.middle_down(),
-            )
+        let (space, start_pan, any_down, delta) = ui.ctx().input(|i| {
+            let space = i.key_down(egui::Key::Space);
+            let p = &i.pointer;
+            let start =
+                p.button_pressed(egui::PointerButton::Middle) || (space && p.primary_pressed());
+            (space, start, p.primary_down() || p.middle_down(), p.delta())
         });
-        let wants_pan =
-            (space && response.hovered()) || response.dragged_by(egui::PointerButton::Middle);
-        if wants_pan && (primary_down || middle_down) {
+        if start_pan && response.hovered() {
             self.panning = true;
-        } else if !primary_down && !middle_down {
+        } else if !any_down {
             self.panning = false;
         }
         if self.panning {
-            self.view.pan(ui.ctx().input(|i| i.pointer.delta()));
+            self.view.pan(delta);
         }
 
         let painter = ui.painter_at(rect);
