@@ -49,7 +49,11 @@ fn reason_for<'a>(s: &'a ImportSummary, file: &str) -> &'a str {
         .iter()
         .find(|k| k.path.ends_with(file))
         .unwrap_or_else(|| panic!("{file} not skipped: {:?}", s.skipped));
-    assert!(hit.reason.contains(file), "reason must name {file}: {}", hit.reason);
+    assert!(
+        hit.reason.contains(file),
+        "reason must name {file}: {}",
+        hit.reason
+    );
     &hit.reason
 }
 
@@ -64,7 +68,13 @@ fn odd_source(root: &Path) -> PathBuf {
     }
     gray(8, 6, 90).save(good.join("ok.png")).expect("save");
     truncated_jpeg(&good.join("truncated.jpg"));
-    for name in ["empty.png", "gray16.png", "rgba.png", "one_pixel.png", "huge_header.png"] {
+    for name in [
+        "empty.png",
+        "gray16.png",
+        "rgba.png",
+        "one_pixel.png",
+        "huge_header.png",
+    ] {
         fs::copy(corpus(name), good.join(name)).expect("copy corpus file");
     }
     fs::create_dir(good.join("x.png")).expect("folder named like an image");
@@ -79,12 +89,20 @@ fn odd_source(root: &Path) -> PathBuf {
     fs::write(good.join("notes.txt"), "not an image").expect("write");
     gray(8, 6, 0).save(good.join(".hidden.png")).expect("save");
     for stem in ["wrongsize", "nonbinary", "emptymask", "whitemask", "nomask"] {
-        gray(8, 6, 120).save(spot.join(format!("{stem}.png"))).expect("save");
+        gray(8, 6, 120)
+            .save(spot.join(format!("{stem}.png")))
+            .expect("save");
     }
-    gray(5, 5, 255).save(masks.join("wrongsize.png")).expect("save");
+    gray(5, 5, 255)
+        .save(masks.join("wrongsize.png"))
+        .expect("save");
     fs::copy(corpus("mask_nonbinary.png"), masks.join("nonbinary.png")).expect("copy");
-    gray(8, 6, 0).save(masks.join("emptymask.png")).expect("save");
-    gray(8, 6, 255).save(masks.join("whitemask.png")).expect("save");
+    gray(8, 6, 0)
+        .save(masks.join("emptymask.png"))
+        .expect("save");
+    gray(8, 6, 255)
+        .save(masks.join("whitemask.png"))
+        .expect("save");
     src
 }
 
@@ -98,7 +116,10 @@ fn loaders_name_the_file_for_every_bad_input() {
     let err = io::load_rgb8(&corpus("empty.png")).expect_err("empty");
     assert!(matches!(err, ImagingError::Empty(_)) && err.to_string().contains("empty.png"));
     let err = io::read_dimensions(&corpus("huge_header.png")).expect_err("too large");
-    assert!(matches!(err, ImagingError::TooLarge { width: 50_000, .. }), "{err}");
+    assert!(
+        matches!(err, ImagingError::TooLarge { width: 50_000, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("huge_header.png"), "{err}");
     let folder = dir.path().join("x.png");
     fs::create_dir(&folder).expect("mkdir");
@@ -118,8 +139,17 @@ fn loaders_name_the_file_for_every_bad_input() {
     // Valid but odd: 16-bit and RGBA load as 8 bits, 1x1 loads.
     let g16 = io::load_gray8(&corpus("gray16.png")).expect("16-bit");
     assert_eq!((g16.dimensions(), g16.get_pixel(7, 0).0[0]), ((8, 6), 255));
-    assert_eq!(io::load_rgb8(&corpus("rgba.png")).expect("rgba").get_pixel(3, 2).0, [200, 30, 30]);
-    assert_eq!(io::read_dimensions(&corpus("one_pixel.png")).expect("1x1"), (1, 1));
+    assert_eq!(
+        io::load_rgb8(&corpus("rgba.png"))
+            .expect("rgba")
+            .get_pixel(3, 2)
+            .0,
+        [200, 30, 30]
+    );
+    assert_eq!(
+        io::read_dimensions(&corpus("one_pixel.png")).expect("1x1"),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -138,13 +168,27 @@ fn import_skips_bad_files_by_name_and_keeps_odd_ones() {
     #[cfg(unix)]
     {
         assert!(reason_for(&s, "dangling.png").contains("cannot read"));
-        let bad = s.skipped.iter().find(|k| k.path.contains("bad")).expect("non-UTF-8 skipped");
-        assert!(bad.reason.contains("UTF-8") && bad.reason.contains("name.png"), "{bad:?}");
+        let bad = s
+            .skipped
+            .iter()
+            .find(|k| k.path.contains("bad"))
+            .expect("non-UTF-8 skipped");
+        assert!(
+            bad.reason.contains("UTF-8") && bad.reason.contains("name.png"),
+            "{bad:?}"
+        );
     }
-    assert_eq!(s.skipped.len(), if cfg!(unix) { 7 } else { 5 }, "{:?}", s.skipped);
+    assert_eq!(
+        s.skipped.len(),
+        if cfg!(unix) { 7 } else { 5 },
+        "{:?}",
+        s.skipped
+    );
     assert_eq!(s.ignored, 2, "notes.txt and .hidden.png are ignored");
 
-    let m = &Project::open(&p.root).expect("project still loads").manifest;
+    let m = &Project::open(&p.root)
+        .expect("project still loads")
+        .manifest;
     let ids: Vec<&str> = m.images.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -161,7 +205,10 @@ fn import_skips_bad_files_by_name_and_keeps_odd_ones() {
     );
     let e = |id: &str| m.image(id).expect("entry");
     assert_eq!((e("odd/gray16").width, e("odd/gray16").height), (8, 6));
-    assert_eq!((e("odd/one_pixel").width, e("odd/one_pixel").height), (1, 1));
+    assert_eq!(
+        (e("odd/one_pixel").width, e("odd/one_pixel").height),
+        (1, 1)
+    );
     assert_eq!(e("odd/rgba").role, Role::Good);
 
     // Non-binary mask: binarised at 128 (columns 4.. of rows 0..5, and all of row 5).
@@ -197,7 +244,10 @@ fn import_skips_bad_files_by_name_and_keeps_odd_ones() {
     let again = import_folders(&src, &mut p);
     assert_eq!(again.already_present, 8);
     assert_eq!(again.skipped, s.skipped);
-    assert_eq!(Project::open(&p.root).expect("loads").manifest.images.len(), 8);
+    assert_eq!(
+        Project::open(&p.root).expect("loads").manifest.images.len(),
+        8
+    );
 }
 
 #[test]
@@ -250,10 +300,22 @@ fn fatal_errors_name_the_folder_and_the_layout() {
     let plain = dir.path().join("plain");
     fs::create_dir(&plain).expect("mkdir");
     let err = import(&mut p, &req(Layout::Folders, &plain), &|_, _| {}).expect_err("layout");
-    assert!(err.to_string().contains("plain") && err.to_string().contains("good/"), "{err}");
+    assert!(
+        err.to_string().contains("plain") && err.to_string().contains("good/"),
+        "{err}"
+    );
     let err = import(&mut p, &req(Layout::Deeppcb, &plain), &|_, _| {}).expect_err("layout");
-    assert!(err.to_string().contains("plain") && err.to_string().contains("pairs/"), "{err}");
-    assert!(Project::open(&p.root).expect("loads").manifest.images.is_empty());
+    assert!(
+        err.to_string().contains("plain") && err.to_string().contains("pairs/"),
+        "{err}"
+    );
+    assert!(
+        Project::open(&p.root)
+            .expect("loads")
+            .manifest
+            .images
+            .is_empty()
+    );
 }
 
 #[test]
@@ -264,7 +326,9 @@ fn deeppcb_bad_box_line_skips_that_pair_only() {
     fs::create_dir_all(src.join("boxes")).expect("mkdir");
     for id in ["10000001", "10000002"] {
         for kind in ["test", "temp"] {
-            gray(32, 32, 255).save(src.join(format!("pairs/{id}_{kind}.png"))).expect("save");
+            gray(32, 32, 255)
+                .save(src.join(format!("pairs/{id}_{kind}.png")))
+                .expect("save");
         }
     }
     fs::write(src.join("boxes/10000001.txt"), "1 1 5 5 1\n2,2,40,9,6\n").expect("write");
@@ -282,10 +346,18 @@ fn deeppcb_bad_box_line_skips_that_pair_only() {
     assert!(reason.contains("line 2"), "{reason}");
     let m = Project::open(&p.root).expect("loads").manifest;
     let d = m.image("group10000/10000001_test").expect("defect");
-    assert_eq!(d.regions[1].bbox, Rect::new(2, 2, 30, 8), "clipped to the image");
+    assert_eq!(
+        d.regions[1].bbox,
+        Rect::new(2, 2, 30, 8),
+        "clipped to the image"
+    );
     assert_eq!(d.twin.as_deref(), Some("group10000/10000001_temp"));
     let boxes = io::load_gray8(&p.abs(d.box_mask.as_ref().expect("box"))).expect("box");
-    assert_eq!(io::mask_area(&boxes), 25 + 240 - 16, "union of the boxes, no margin");
+    assert_eq!(
+        io::mask_area(&boxes),
+        25 + 240 - 16,
+        "union of the boxes, no margin"
+    );
 }
 
 #[test]
@@ -296,7 +368,12 @@ fn bad_manifests_name_the_file_and_do_not_panic() {
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::copy(corpus(file), dir.path().join("studio.json")).expect("copy");
-        let err = Project::open(dir.path()).expect_err("must refuse").to_string();
-        assert!(err.contains("studio.json") && err.contains(needle), "{file}: {err}");
+        let err = Project::open(dir.path())
+            .expect_err("must refuse")
+            .to_string();
+        assert!(
+            err.contains("studio.json") && err.contains(needle),
+            "{file}: {err}"
+        );
     }
 }

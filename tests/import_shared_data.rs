@@ -86,11 +86,17 @@ fn check_deeppcb(project: &Project, s: &ImportSummary) {
     for d in &defects {
         *groups.entry(d.group.as_str()).or_default() += 1;
         assert_eq!((d.width, d.height), (640, 640));
-        let twin = m.image(d.twin.as_deref().expect("twin")).expect("twin entry");
+        let twin = m
+            .image(d.twin.as_deref().expect("twin"))
+            .expect("twin entry");
         assert_eq!(twin.role, Role::Template);
         assert_eq!(twin.twin_of.as_deref(), Some(d.id.as_str()));
         assert_eq!(twin.group, d.group);
-        for rel in [&d.path, d.mask.as_ref().expect("mask"), d.box_mask.as_ref().expect("box")] {
+        for rel in [
+            &d.path,
+            d.mask.as_ref().expect("mask"),
+            d.box_mask.as_ref().expect("box"),
+        ] {
             assert!(project.abs(rel).is_file(), "{rel} missing");
         }
     }
@@ -168,7 +174,14 @@ fn both_into_one_project_add_up_and_reimport_adds_nothing() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(p.manifest.images.len(), 449 * 2 + 251 + 275);
-    assert_eq!(a.regions + b.regions, p.manifest.images.iter().map(|e| e.regions.len()).sum::<usize>());
+    assert_eq!(
+        a.regions + b.regions,
+        p.manifest
+            .images
+            .iter()
+            .map(|e| e.regions.len())
+            .sum::<usize>()
+    );
     let before = p.manifest.clone();
     let again = run(&mut p, &deeppcb_request());
     assert_eq!(again.already_present, 898);

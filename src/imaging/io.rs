@@ -126,9 +126,7 @@ pub fn read_dimensions(path: &Path) -> Result<(u32, u32), ImagingError> {
     let mut r = reader(path)?;
     // Only the header is read here; lifting the limits lets `check_size` report the claimed size.
     r.no_limits();
-    let (width, height) = r
-        .into_dimensions()
-        .map_err(|e| decode_error(path, e))?;
+    let (width, height) = r.into_dimensions().map_err(|e| decode_error(path, e))?;
     check_size(path, width, height)?;
     Ok((width, height))
 }

@@ -190,14 +190,22 @@ pub fn import(
     let total = jobs.len();
     let done = AtomicUsize::new(0);
     let shared: &Project = project;
-    let outcomes: Vec<Result<Vec<ImageEntry>, Skipped>> = jobs
-        .par_iter()
-        .map(|job| {
-            let out = job.run(shared);
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-            out
-        })
-        .collect();
+    let work = || -> Vec<Result<Vec<ImageEntry>, Skipped>> {
+        jobs.par_iter()
+            .map(|job| {
+                let out = job.run(shared);
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                out
+            })
+            .collect()
+    };
+    // Jobs spend much of their time waiting on fsync (atomic mask writes), so more threads than
+    // cores keep the disk and the CPUs busy; fall back to the global pool if one cannot be made.
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+    let outcomes = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
+    };
     for outcome in outcomes {
         match outcome {
             Ok(entries) => {

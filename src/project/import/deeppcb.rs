@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{ImportError, ImportRequest, Job, Scan, Skipped, link_image, list_dir, safe_name};
 use super::write_mask;
+use super::{ImportError, ImportRequest, Job, Scan, Skipped, link_image, list_dir, safe_name};
 use crate::imaging::boxes::box_mask_from_rects;
 use crate::imaging::io::{load_mask_for, read_dimensions};
 use crate::imaging::rect::Rect;
@@ -74,7 +74,11 @@ pub(super) fn scan(req: &ImportRequest, masks: Option<&Path>) -> Result<Scan, Im
         if let Some(m) = missing {
             scan.skipped.push(Skipped::new(
                 &path,
-                format!("{}: its pair file {} is missing", path.display(), m.display()),
+                format!(
+                    "{}: its pair file {} is missing",
+                    path.display(),
+                    m.display()
+                ),
             ));
             continue;
         }
@@ -129,10 +133,22 @@ fn read_index(path: &Path) -> HashMap<String, String> {
 
 /// Parses a DeepPCB box file into regions clipped to a `width` x `height` image. Errors name the
 /// file and the line number.
-pub fn parse_boxes(text: &str, file: &Path, width: u32, height: u32) -> Result<Vec<Region>, String> {
+pub fn parse_boxes(
+    text: &str,
+    file: &Path,
+    width: u32,
+    height: u32,
+) -> Result<Vec<Region>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let err = |what: &str| format!("{} line {}: {what}: `{}`", file.display(), i + 1, line.trim());
+        let err = |what: &str| {
+            format!(
+                "{} line {}: {what}: `{}`",
+                file.display(),
+                i + 1,
+                line.trim()
+            )
+        };
         let fields: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|f| !f.is_empty())
@@ -189,7 +205,10 @@ impl Job for PairJob {
             ));
         }
         let text = std::fs::read_to_string(&self.boxes).map_err(|e| {
-            Skipped::new(&self.boxes, format!("{}: cannot read: {e}", self.boxes.display()))
+            Skipped::new(
+                &self.boxes,
+                format!("{}: cannot read: {e}", self.boxes.display()),
+            )
         })?;
         let regions =
             parse_boxes(&text, &self.boxes, w, h).map_err(|m| Skipped::new(&self.boxes, m))?;
@@ -215,7 +234,12 @@ impl Job for PairJob {
         if !regions.is_empty() {
             let rects: Vec<Rect> = regions.iter().map(|r| r.bbox).collect();
             let box_rel = Project::default_box_mask_path(&self.test_id);
-            write_mask(project, &box_rel, &box_mask_from_rects(w, h, &rects), &self.boxes)?;
+            write_mask(
+                project,
+                &box_rel,
+                &box_mask_from_rects(w, h, &rects),
+                &self.boxes,
+            )?;
             defect.box_mask = Some(box_rel);
         }
         defect.regions = regions;

@@ -90,10 +90,7 @@ pub(super) fn scan(
             let mask_files = mask_index(&masks_root.join(&class))?;
             for (img, file) in image_files(&path, &mut scan)? {
                 let stem = stem_of(&file);
-                let id = unique_id(
-                    &mut ids,
-                    &format!("{group}/{}/{}", safe_name(&class), stem),
-                );
+                let id = unique_id(&mut ids, &format!("{group}/{}/{}", safe_name(&class), stem));
                 scan.jobs.push(Box::new(FolderJob {
                     id,
                     mask: mask_files.get(stem).cloned(),
@@ -123,11 +120,7 @@ fn stem_of(name: &str) -> &str {
 /// `base`, or `base-2`, `base-3`... when taken (two files of one folder with one stem). Files are
 /// visited in sorted order, so the choice is stable across imports.
 fn unique_id(ids: &mut BTreeSet<String>, base: &str) -> String {
-    let base = base
-        .split('/')
-        .map(safe_name)
-        .collect::<Vec<_>>()
-        .join("/");
+    let base = base.split('/').map(safe_name).collect::<Vec<_>>().join("/");
     let mut id = base.clone();
     let mut n = 2;
     while !ids.insert(id.clone()) {
