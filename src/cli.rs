@@ -146,6 +146,9 @@ pub fn run(command: CliCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 println!("{summary}");
+                for s in &summary.skipped {
+                    eprintln!("skipped: {}", s.reason);
+                }
             }
         }
         CliCommand::Info { project, json } => {

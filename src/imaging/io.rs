@@ -123,9 +123,10 @@ fn decode_error(path: &Path, e: image::ImageError) -> ImagingError {
 
 /// Width and height from the file's header, without decoding the pixels.
 pub fn read_dimensions(path: &Path) -> Result<(u32, u32), ImagingError> {
-    let (width, height) = reader(path)?
-        .into_dimensions()
-        .map_err(|e| decode_error(path, e))?;
+    let mut r = reader(path)?;
+    // Only the header is read here; lifting the limits lets `check_size` report the claimed size.
+    r.no_limits();
+    let (width, height) = r.into_dimensions().map_err(|e| decode_error(path, e))?;
     check_size(path, width, height)?;
     Ok((width, height))
 }
@@ -151,7 +152,36 @@ fn check_size(path: &Path, width: u32, height: u32) -> Result<(), ImagingError> 
 pub fn load_dynamic(path: &Path) -> Result<DynamicImage, ImagingError> {
     let (w, h) = read_dimensions(path)?;
     check_size(path, w, h)?;
-    reader(path)?.decode().map_err(|e| decode_error(path, e))
+    let r = reader(path)?;
+    if r.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_end(path)?;
+    }
+    r.decode().map_err(|e| decode_error(path, e))
+}
+
+/// Refuses a JPEG without an end-of-image marker near its end: the JPEG decoder fills the
+/// missing rows of a truncated file with gray instead of failing.
+fn check_jpeg_end(path: &Path) -> Result<(), ImagingError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let read_err = |source| ImagingError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(read_err)?;
+    let len = f.metadata().map_err(read_err)?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))
+        .map_err(read_err)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(read_err)?;
+    if tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        Err(ImagingError::Decode {
+            path: path.to_path_buf(),
+            message: "truncated JPEG (no end-of-image marker)".to_owned(),
+        })
+    }
 }
 
 /// Decodes an image as 8-bit RGB (gray is replicated, alpha dropped, 16 bits scaled).
