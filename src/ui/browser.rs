@@ -194,9 +194,13 @@ impl BrowserPane {
     fn grid_ui(&mut self, ui: &mut egui::Ui, project: &Arc<Project>, cx: &mut PaneContext<'_>) {
         let Some(listing) = &self.listing else { return };
         let thumbs = self.thumbnails.get_or_insert_with(|| ThumbnailCache::new(2, 1500));
-        let cell = Vec2::new(self.cell_size, self.cell_size + 18.0);
         let spacing = 6.0;
-        let columns = (((ui.available_width() + spacing) / (cell.x + spacing)).floor() as usize).max(1);
+        // As many columns as fit at the chosen size, then widen the cells to fill the row
+        // (leaving room for the scroll bar).
+        let width = ui.available_width() - ui.spacing().scroll.bar_width - spacing;
+        let columns = (((width + spacing) / (self.cell_size + spacing)).floor() as usize).max(1);
+        let side = ((width + spacing) / columns as f32 - spacing).max(32.0);
+        let cell = Vec2::new(side, side + 18.0);
         let rows = listing.indices.len().div_ceil(columns);
         // Follow a selection made elsewhere (N in the painter) so the current image stays in view.
         let mut scroll = egui::ScrollArea::vertical().auto_shrink([false, false]);

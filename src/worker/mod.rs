@@ -154,6 +154,9 @@ impl Worker {
                 let project = self.project_mut()?;
                 let summary = import(project, &req, &move |d, t| sink.progress(JobKind::Import, d, t))
                     .with_context(|| format!("importing {}", req.from.display()))?;
+                for skipped in &summary.skipped {
+                    tracing::warn!("import skipped {}: {}", skipped.path, skipped.reason);
+                }
                 self.publish_project();
                 self.finished(JobKind::Import, summary.to_string());
             }
