@@ -223,7 +223,8 @@ fn line<R: Rng + ?Sized>(buf: &mut Buf, w: usize, h: usize, rng: &mut R) {
     let dark = [4.0, 4.0, 6.0];
     for a in 0..along {
         let t = a as f32 + 0.5;
-        let taper = smoothstep(start, start + 3.0, t) * smoothstep(start + len, start + len - 3.0, t);
+        let taper =
+            smoothstep(start, start + 3.0, t) * smoothstep(start + len, start + len - 3.0, t);
         if taper <= 0.0 {
             continue;
         }
@@ -299,8 +300,14 @@ fn particle<R: Rng + ?Sized>(buf: &mut Buf, w: usize, h: usize, rng: &mut R) {
     let light = (-0.55f32, -0.65f32);
     let shadow_off = (2.0 * scale.max(0.6), 2.0 * scale.max(0.6));
     let reach = r * 1.6 + 4.0;
-    let (x0, x1) = ((cx - reach).max(0.0) as usize, ((cx + reach) as usize).min(w));
-    let (y0, y1) = ((cy - reach).max(0.0) as usize, ((cy + reach) as usize).min(h));
+    let (x0, x1) = (
+        (cx - reach).max(0.0) as usize,
+        ((cx + reach) as usize).min(w),
+    );
+    let (y0, y1) = (
+        (cy - reach).max(0.0) as usize,
+        ((cy + reach) as usize).min(h),
+    );
     for y in y0..y1 {
         for x in x0..x1 {
             let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
@@ -349,7 +356,11 @@ fn mura<R: Rng + ?Sized>(buf: &mut Buf, w: usize, h: usize, rng: &mut R) {
     let sign = if rng.random_bool(0.6) { 1.0 } else { -1.0 };
     let amp = rng.random_range(12.0..24.0f32);
     let contrast = rng.random_range(0.12..0.25f32);
-    let tint = [1.0, rng.random_range(0.8..1.0), rng.random_range(0.55..0.95)];
+    let tint = [
+        1.0,
+        rng.random_range(0.8..1.0),
+        rng.random_range(0.55..0.95),
+    ];
     let field = |x: f32, y: f32| {
         blobs
             .iter()

@@ -183,11 +183,9 @@ fn prepare_folder(out: &Path) -> Result<(), DemoError> {
 
 /// A project path built from parts that are valid by construction.
 fn rel(s: String) -> Result<RelPath, DemoError> {
-    RelPath::new(s.clone()).map_err(|e| {
-        DemoError::Io {
-            path: PathBuf::from(s),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        }
+    RelPath::new(s.clone()).map_err(|e| DemoError::Io {
+        path: PathBuf::from(s),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })
 }
 

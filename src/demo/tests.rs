@@ -55,9 +55,15 @@ fn check_exact(clean: &RgbImage, defect: &RgbImage, mask: &GrayImage, what: &str
     }
     let total = u64::from(clean.width() * clean.height());
     assert!(area > 0, "{what}: empty mask");
-    assert!(area < total / 4, "{what}: mask covers {area} of {total} pixels");
+    assert!(
+        area < total / 4,
+        "{what}: mask covers {area} of {total} pixels"
+    );
     let mean = diff_sum as f64 / area as f64;
-    assert!(mean > 6.0, "{what}: mean change inside the mask only {mean}");
+    assert!(
+        mean > 6.0,
+        "{what}: mean change inside the mask only {mean}"
+    );
     area
 }
 
@@ -105,7 +111,13 @@ fn column_period(img: &RgbImage) -> usize {
     let cols: Vec<f64> = (0..img.width())
         .map(|x| {
             (0..img.height())
-                .map(|y| img.get_pixel(x, y).0.iter().map(|&v| f64::from(v)).sum::<f64>())
+                .map(|y| {
+                    img.get_pixel(x, y)
+                        .0
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .sum::<f64>()
+                })
                 .sum()
         })
         .collect();
@@ -169,7 +181,10 @@ fn make_demo_writes_a_valid_complete_project() {
             assert!(e.mask.is_none() && e.regions.is_empty());
             continue;
         }
-        let twin = p.manifest.image(e.twin.as_deref().expect("twin")).expect("twin entry");
+        let twin = p
+            .manifest
+            .image(e.twin.as_deref().expect("twin"))
+            .expect("twin entry");
         assert_eq!(twin.twin_of.as_deref(), Some(e.id.as_str()));
         assert_eq!(twin.role, Role::Template);
         let mask_path = p.abs(e.mask.as_ref().expect("mask"));
@@ -185,7 +200,11 @@ fn make_demo_writes_a_valid_complete_project() {
         assert!(e.regions.iter().all(|r| Some(&r.class) == e.class.as_ref()));
         let boxes = p.abs(e.box_mask.as_ref().expect("box"));
         let boxes = load_mask_for(&boxes, &img, (96, 96)).expect("box mask");
-        assert!(mask.pixels().zip(boxes.pixels()).all(|(m, b)| m.0[0] <= b.0[0]));
+        assert!(
+            mask.pixels()
+                .zip(boxes.pixels())
+                .all(|(m, b)| m.0[0] <= b.0[0])
+        );
     }
 }
 
@@ -230,7 +249,10 @@ fn demo_timing() {
     let start = Instant::now();
     let p = make_demo(&dir.path().join("d"), &DemoConfig::default(), &|_, _| {}).expect("demo");
     let secs = start.elapsed().as_secs_f64();
-    println!("default demo: {} images in {secs:.2} s", p.manifest.images.len());
+    println!(
+        "default demo: {} images in {secs:.2} s",
+        p.manifest.images.len()
+    );
     assert!(secs < 10.0, "{secs} s");
 }
 
@@ -246,7 +268,8 @@ fn write_montage() {
     std::fs::create_dir_all(&tmp).expect("tmp");
     for (row, kind) in PanelKind::ALL.into_iter().enumerate() {
         let base = clean(kind, 21);
-        base.save(tmp.join(format!("{}.png", kind.group()))).expect("save");
+        base.save(tmp.join(format!("{}.png", kind.group())))
+            .expect("save");
         let mut tiles = vec![base.clone()];
         for (i, class) in DefectClass::ALL.into_iter().enumerate() {
             let (d, m) = draw_defect(class, &base, &mut rng(i as u64 + 40));
