@@ -36,6 +36,15 @@ pub enum CliCommand {
         /// Random seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Image side in pixels.
+        #[arg(long)]
+        size: Option<u32>,
+        /// Defect-free images per product.
+        #[arg(long)]
+        good_per_group: Option<usize>,
+        /// Defect images per class and product (each with its twin).
+        #[arg(long)]
+        defects_per_class: Option<usize>,
     },
     /// Import images into a project (created if missing).
     Import {
@@ -125,20 +134,49 @@ fn report(bar: &ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
 /// Runs a headless subcommand (everything but opening the studio).
 pub fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
-        CliCommand::Demo { out, seed } => {
+        CliCommand::Demo {
+            out,
+            seed,
+            size,
+            good_per_group,
+            defects_per_class,
+        } => {
             let bar = progress_bar("demo");
-            let cfg = DemoConfig { seed, ..DemoConfig::default() };
+            let d = DemoConfig::default();
+            let cfg = DemoConfig {
+                seed,
+                size: size.unwrap_or(d.size),
+                good_per_group: good_per_group.unwrap_or(d.good_per_group),
+                defects_per_class_per_group: defects_per_class
+                    .unwrap_or(d.defects_per_class_per_group),
+            };
             let project = make_demo(&out, &cfg, &report(&bar))
                 .with_context(|| format!("making the demo project in {}", out.display()))?;
             bar.finish_and_clear();
             let stats = ProjectStats::of(&project.manifest);
-            println!("demo project written to {} ({} images)", out.display(), stats.images);
+            println!(
+                "demo project written to {} ({} images)",
+                out.display(),
+                stats.images
+            );
         }
-        CliCommand::Import { project, layout, from, masks, group, json } => {
+        CliCommand::Import {
+            project,
+            layout,
+            from,
+            masks,
+            group,
+            json,
+        } => {
             let (layout, masks) = resolve_layout(layout, &from, masks)?;
             let mut p = Project::open_or_create(&project)?;
             let bar = progress_bar("import");
-            let req = ImportRequest { layout, from: from.clone(), masks, group };
+            let req = ImportRequest {
+                layout,
+                from: from.clone(),
+                masks,
+                group,
+            };
             let summary = import(&mut p, &req, &report(&bar))
                 .with_context(|| format!("importing {}", from.display()))?;
             bar.finish_and_clear();
@@ -160,7 +198,9 @@ pub fn run(command: CliCommand) -> anyhow::Result<()> {
                 print_info(&p, &stats);
             }
         }
-        CliCommand::Masks { op: MasksOp::Boxes { project, margin } } => {
+        CliCommand::Masks {
+            op: MasksOp::Boxes { project, margin },
+        } => {
             let mut p = Project::open(&project)?;
             let margin = margin.unwrap_or(p.manifest.box_margin);
             let bar = progress_bar("boxes");
@@ -194,14 +234,29 @@ fn resolve_layout(
 }
 
 fn print_info(p: &Project, s: &ProjectStats) {
-    println!("{} — {} images ({})", p.manifest.name, s.images, p.root.display());
+    println!(
+        "{} — {} images ({})",
+        p.manifest.name,
+        s.images,
+        p.root.display()
+    );
     let line = |title: &str, map: &std::collections::BTreeMap<String, usize>| {
         let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {title:<9} {}", if parts.is_empty() { "-".to_owned() } else { parts.join(", ") });
+        println!(
+            "  {title:<9} {}",
+            if parts.is_empty() {
+                "-".to_owned()
+            } else {
+                parts.join(", ")
+            }
+        );
     };
     line("roles", &s.by_role);
     line("classes", &s.by_class);
     line("groups", &s.by_group);
     line("defects", &s.regions_by_class);
-    println!("  status    {} with mask, {} with box, {} with twin", s.with_mask, s.with_box, s.with_twin);
+    println!(
+        "  status    {} with mask, {} with box, {} with twin",
+        s.with_mask, s.with_box, s.with_twin
+    );
 }

@@ -5,12 +5,12 @@
 //! complete project from nothing; [`worker`] runs long jobs off the UI thread and talks to [`ui`]
 //! through the [`protocol`] channels.
 
+pub mod cli;
 pub mod demo;
 pub mod fsutil;
 pub mod imaging;
 pub mod project;
 pub mod protocol;
-pub mod ui;
 pub mod settings;
+pub mod ui;
 pub mod worker;
-pub mod cli;

@@ -22,7 +22,9 @@ impl Settings {
     pub fn from_env() -> Option<Self> {
         match std::env::var_os(HOME_ENV) {
             Some(home) if !home.is_empty() => Some(Self { home: home.into() }),
-            _ => dirs::data_dir().map(|d| Self { home: d.join("dtgan-studio") }),
+            _ => dirs::data_dir().map(|d| Self {
+                home: d.join("dtgan-studio"),
+            }),
         }
     }
 
@@ -39,7 +41,9 @@ impl Settings {
     pub fn last_project(&self) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.last_project_file()).ok()?;
         let path = PathBuf::from(text.trim_end_matches('\n'));
-        path.join(crate::project::MANIFEST_FILE).is_file().then_some(path)
+        path.join(crate::project::MANIFEST_FILE)
+            .is_file()
+            .then_some(path)
     }
 
     /// Records `root` as the project to open next time.
@@ -58,7 +62,9 @@ mod tests {
     #[test]
     fn remembers_only_existing_projects() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Settings { home: dir.path().join("home") };
+        let s = Settings {
+            home: dir.path().join("home"),
+        };
         assert_eq!(s.last_project(), None);
         let proj = crate::project::Project::open_or_create(dir.path().join("p")).expect("create");
         s.remember_project(&proj.root).expect("remember");

@@ -25,13 +25,18 @@ fn project(dir: &std::path::Path) -> Project {
     let mut add = |id: &str, role: Role, group: &str, class: Option<&str>| {
         let rel = RelPath::new(format!("images/{id}.png")).expect("path");
         let abs = p.ensure_parent(&rel).expect("folder");
-        image::RgbImage::from_pixel(8, 8, image::Rgb([120, 40, 200])).save(&abs).expect("png");
+        image::RgbImage::from_pixel(8, 8, image::Rgb([120, 40, 200]))
+            .save(&abs)
+            .expect("png");
         let mut e = ImageEntry::new(id, rel, role, group);
         e.width = 8;
         e.height = 8;
         if let Some(c) = class {
             e.class = Some(c.into());
-            e.regions.push(Region { class: c.into(), bbox: Rect::new(1, 1, 2, 2) });
+            e.regions.push(Region {
+                class: c.into(),
+                bbox: Rect::new(1, 1, 2, 2),
+            });
         }
         p.manifest.images.push(e);
     };
@@ -53,24 +58,30 @@ fn harness(dir: &std::path::Path) -> (Harness<'static, State>, Receiver<Command>
         status: StatusLine::default(),
         commands: CommandSender::new(tx),
     };
-    let h = Harness::builder().with_size(egui::vec2(1100.0, 700.0)).build_ui_state(
-        |ui, s: &mut State| {
-            let mut cx = PaneContext {
-                project: Some(&s.project),
-                selection: &mut s.selection,
-                commands: &s.commands,
-                status: &mut s.status,
-            };
-            s.browser.ui(ui, &mut cx);
-        },
-        state,
-    );
+    let h = Harness::builder()
+        .with_size(egui::vec2(1100.0, 700.0))
+        .build_ui_state(
+            |ui, s: &mut State| {
+                let mut cx = PaneContext {
+                    project: Some(&s.project),
+                    selection: &mut s.selection,
+                    commands: &s.commands,
+                    status: &mut s.status,
+                };
+                s.browser.ui(ui, &mut cx);
+            },
+            state,
+        );
     (h, rx)
 }
 
 fn listed_ids(h: &Harness<'_, State>) -> Vec<String> {
     let s = h.state();
-    s.browser.listed().iter().map(|&i| s.project.manifest.images[i].id.clone()).collect()
+    s.browser
+        .listed()
+        .iter()
+        .map(|&i| s.project.manifest.images[i].id.clone())
+        .collect()
 }
 
 #[test]
@@ -79,7 +90,10 @@ fn role_filter_changes_the_listing() {
     let (mut h, _rx) = harness(dir.path());
     h.run_steps(2);
     assert_eq!(listed_ids(&h).len(), 5);
-    assert!(h.query_by_label("defect-spot").is_some(), "defect cell shown before filtering");
+    assert!(
+        h.query_by_label("defect-spot").is_some(),
+        "defect cell shown before filtering"
+    );
 
     h.get_by_label("Role").click();
     h.run_steps(2);
@@ -87,9 +101,16 @@ fn role_filter_changes_the_listing() {
     h.run_steps(3);
 
     assert_eq!(listed_ids(&h), vec!["good-0", "good-1", "good-2"]);
-    assert!(h.query_by_label("defect-spot").is_none(), "defect cell hidden after filtering");
+    assert!(
+        h.query_by_label("defect-spot").is_none(),
+        "defect cell hidden after filtering"
+    );
     assert!(h.query_by_label("good-1").is_some());
-    assert_eq!(h.state().selection.order, vec!["good-0", "good-1", "good-2"], "N follows the listing");
+    assert_eq!(
+        h.state().selection.order,
+        vec!["good-0", "good-1", "good-2"],
+        "N follows the listing"
+    );
 }
 
 #[test]

@@ -28,21 +28,44 @@ fn demo_then_info_json_then_box_masks() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info --json is JSON");
     let images = info["images"].as_u64().expect("images");
     let by_role = &info["by_role"];
-    let sum: u64 = ["good", "defect", "template"].iter().map(|r| by_role[r].as_u64().expect("role count")).sum();
+    let sum: u64 = ["good", "defect", "template"]
+        .iter()
+        .map(|r| by_role[r].as_u64().expect("role count"))
+        .sum();
     assert_eq!(sum, images, "roles add up");
     assert!(by_role["good"].as_u64() > Some(0) && by_role["defect"].as_u64() > Some(0));
-    assert_eq!(by_role["defect"], by_role["template"], "every demo defect has its twin");
-    assert!(info["by_class"].as_object().is_some_and(|m| m.len() >= 4), "four classes or more");
-    assert!(info["by_group"].as_object().is_some_and(|m| m.len() >= 2), "two products or more");
+    assert_eq!(
+        by_role["defect"], by_role["template"],
+        "every demo defect has its twin"
+    );
+    assert!(
+        info["by_class"].as_object().is_some_and(|m| m.len() >= 4),
+        "four classes or more"
+    );
+    assert!(
+        info["by_group"].as_object().is_some_and(|m| m.len() >= 2),
+        "two products or more"
+    );
     for key in ["with_mask", "with_box", "with_twin"] {
         assert_eq!(info[key], by_role["defect"], "{key}");
     }
 
-    let out = studio(&["masks", "boxes", "--project", p, "--margin", "2"], dir.path());
-    assert!(out.status.success(), "masks boxes failed: {}", stderr_of(&out));
+    let out = studio(
+        &["masks", "boxes", "--project", p, "--margin", "2"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "masks boxes failed: {}",
+        stderr_of(&out)
+    );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(proj.join("studio.json")).expect("manifest")).expect("json");
-    assert_eq!(manifest["box_margin"], 2, "the margin becomes the project's");
+        serde_json::from_slice(&std::fs::read(proj.join("studio.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(
+        manifest["box_margin"], 2,
+        "the margin becomes the project's"
+    );
 }
 
 #[test]
@@ -59,8 +82,15 @@ fn failures_exit_non_zero_with_one_clear_line() {
         let out = studio(&args, dir.path());
         assert!(!out.status.success(), "{args:?} should fail");
         let err = stderr_of(&out);
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected, got {err:?}");
-        assert!(err.starts_with("error: ") && err.contains("nowhere"), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line expected, got {err:?}"
+        );
+        assert!(
+            err.starts_with("error: ") && err.contains("nowhere"),
+            "{args:?}: {err}"
+        );
     }
     // A manifest that escapes the project is refused, naming the manifest.
     let bad = dir.path().join("bad");
@@ -70,7 +100,10 @@ fn failures_exit_non_zero_with_one_clear_line() {
         r#"{"format":1,"name":"x","images":[{"id":"a","path":"../etc/passwd","role":"good","group":"g","width":1,"height":1}]}"#,
     )
     .expect("write");
-    let out = studio(&["info", "--project", bad.to_str().expect("utf-8")], dir.path());
+    let out = studio(
+        &["info", "--project", bad.to_str().expect("utf-8")],
+        dir.path(),
+    );
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert!(err.contains("studio.json") && err.contains(".."), "{err}");

@@ -28,7 +28,9 @@ fn display() -> Xvfb {
         return Xvfb(None, d);
     }
     for n in 90..120 {
-        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        {
             continue;
         }
         let child = Command::new("Xvfb")
@@ -40,7 +42,10 @@ fn display() -> Xvfb {
         let socket = format!("/tmp/.X11-unix/X{n}");
         let start = Instant::now();
         while !Path::new(&socket).exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "Xvfb :{n} did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "Xvfb :{n} did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         return Xvfb(Some(child), format!(":{n}"));
@@ -85,7 +90,11 @@ fn studio_window_shows_the_demo_project() {
         String::from_utf8_lossy(&out.stderr)
     );
     let img = image::open(&shot).expect("screenshot written").to_rgb8();
-    assert!(img.width() >= 800 && img.height() >= 500, "window too small: {:?}", img.dimensions());
+    assert!(
+        img.width() >= 800 && img.height() >= 500,
+        "window too small: {:?}",
+        img.dimensions()
+    );
     if let Ok(copy) = std::env::var("DTGAN_STUDIO_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, copy).expect("keep screenshot");
     }
@@ -105,7 +114,11 @@ fn studio_window_shows_the_demo_project() {
             }
         }
         let std = (sum2 / n - (sum / n).powi(2)).max(0.0).sqrt();
-        assert!(colours.len() > 200, "{name} half looks blank: {} colours", colours.len());
+        assert!(
+            colours.len() > 200,
+            "{name} half looks blank: {} colours",
+            colours.len()
+        );
         assert!(std > 20.0, "{name} half has no contrast (std {std:.1})");
     }
 }

@@ -17,10 +17,16 @@ pub struct Detected {
 pub fn detect_layout(dir: &Path) -> Option<Detected> {
     if dir.join("pairs").is_dir() && dir.join("boxes").is_dir() {
         let masks = dir.join("derived_masks").join("binary");
-        return Some(Detected { layout: Layout::Deeppcb, masks: masks.is_dir().then_some(masks) });
+        return Some(Detected {
+            layout: Layout::Deeppcb,
+            masks: masks.is_dir().then_some(masks),
+        });
     }
     if dir.join("good").is_dir() || dir.join("defect").is_dir() {
-        return Some(Detected { layout: Layout::Folders, masks: None });
+        return Some(Detected {
+            layout: Layout::Folders,
+            masks: None,
+        });
     }
     None
 }
@@ -35,7 +41,10 @@ mod tests {
         let root = dir.path();
         assert_eq!(detect_layout(root), None);
         std::fs::create_dir_all(root.join("a/good")).expect("mkdir");
-        assert_eq!(detect_layout(&root.join("a")).map(|d| d.layout), Some(Layout::Folders));
+        assert_eq!(
+            detect_layout(&root.join("a")).map(|d| d.layout),
+            Some(Layout::Folders)
+        );
         for sub in ["b/pairs", "b/boxes", "b/derived_masks/binary"] {
             std::fs::create_dir_all(root.join(sub)).expect("mkdir");
         }

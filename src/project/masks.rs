@@ -48,7 +48,10 @@ pub struct LoadedImage {
 
 /// Loads image `id` and its masks.
 pub fn load_image_with_masks(project: &Project, id: &str) -> Result<LoadedImage, MaskError> {
-    let entry = project.manifest.image(id).ok_or_else(|| MaskError::UnknownImage(id.into()))?;
+    let entry = project
+        .manifest
+        .image(id)
+        .ok_or_else(|| MaskError::UnknownImage(id.into()))?;
     let image_path = project.abs(&entry.path);
     let image = load_rgb8(&image_path)?;
     let size = image.dimensions();
@@ -60,7 +63,11 @@ pub fn load_image_with_masks(project: &Project, id: &str) -> Result<LoadedImage,
     };
     let mask = load(&entry.mask)?;
     let box_mask = load(&entry.box_mask)?;
-    Ok(LoadedImage { image, mask, box_mask })
+    Ok(LoadedImage {
+        image,
+        mask,
+        box_mask,
+    })
 }
 
 /// Writes image `id`'s masks (atomically) and records them in the manifest, which is saved.
@@ -74,7 +81,10 @@ pub fn store_masks(
     mask: &GrayImage,
     box_mask: &GrayImage,
 ) -> Result<(), MaskError> {
-    let index = project.manifest.index_of(id).ok_or_else(|| MaskError::UnknownImage(id.into()))?;
+    let index = project
+        .manifest
+        .index_of(id)
+        .ok_or_else(|| MaskError::UnknownImage(id.into()))?;
     let entry = &project.manifest.images[index];
     for m in [mask, box_mask] {
         if entry.width != 0 && m.dimensions() != (entry.width, entry.height) {
@@ -87,8 +97,14 @@ pub fn store_masks(
             });
         }
     }
-    let mask_rel = entry.mask.clone().unwrap_or_else(|| Project::default_mask_path(id));
-    let box_rel = entry.box_mask.clone().unwrap_or_else(|| Project::default_box_mask_path(id));
+    let mask_rel = entry
+        .mask
+        .clone()
+        .unwrap_or_else(|| Project::default_mask_path(id));
+    let box_rel = entry
+        .box_mask
+        .clone()
+        .unwrap_or_else(|| Project::default_box_mask_path(id));
     let mask_empty = mask_is_empty(mask);
     let box_empty = mask_is_empty(box_mask);
     if !mask_empty {
@@ -111,7 +127,10 @@ pub fn store_masks(
 pub fn regions_of(mask: &GrayImage, class: &str) -> Vec<Region> {
     connected_components(mask)
         .into_iter()
-        .map(|c| Region { class: class.to_owned(), bbox: c.bbox })
+        .map(|c| Region {
+            class: class.to_owned(),
+            bbox: c.bbox,
+        })
         .collect()
 }
 
@@ -134,7 +153,10 @@ pub fn derive_box_masks(
         .map(|&i| {
             let entry = &snapshot.manifest.images[i];
             let image_path = snapshot.abs(&entry.path);
-            let mask_rel = entry.mask.as_ref().ok_or_else(|| MaskError::UnknownImage(entry.id.clone()))?;
+            let mask_rel = entry
+                .mask
+                .as_ref()
+                .ok_or_else(|| MaskError::UnknownImage(entry.id.clone()))?;
             let mask_path = snapshot.abs(mask_rel);
             let size = if entry.width > 0 {
                 (entry.width, entry.height)
@@ -146,7 +168,10 @@ pub fn derive_box_masks(
             let rel = if mask_is_empty(&boxes) {
                 None
             } else {
-                let rel = entry.box_mask.clone().unwrap_or_else(|| Project::default_box_mask_path(&entry.id));
+                let rel = entry
+                    .box_mask
+                    .clone()
+                    .unwrap_or_else(|| Project::default_box_mask_path(&entry.id));
                 save_mask(&snapshot.ensure_parent(&rel)?, &boxes)?;
                 Some(rel)
             };
@@ -222,8 +247,14 @@ mod tests {
     fn wrong_size_and_unknown_ids_are_refused() {
         let (_dir, mut p) = project_with_one_image();
         let small = GrayImage::new(3, 3);
-        assert!(matches!(store_masks(&mut p, "g/a", &small, &small), Err(MaskError::WrongSize { .. })));
-        assert!(matches!(load_image_with_masks(&p, "nope"), Err(MaskError::UnknownImage(_))));
+        assert!(matches!(
+            store_masks(&mut p, "g/a", &small, &small),
+            Err(MaskError::WrongSize { .. })
+        ));
+        assert!(matches!(
+            load_image_with_masks(&p, "nope"),
+            Err(MaskError::UnknownImage(_))
+        ));
     }
 
     #[test]

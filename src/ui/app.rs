@@ -8,8 +8,8 @@ use egui_tiles::{Tile, TileId, Tiles, Tree};
 
 use super::automation::{Automation, Step};
 use super::browser::BrowserPane;
-use super::picker::FolderPicker;
 use super::painter::PainterPane;
+use super::picker::FolderPicker;
 use super::{CommandSender, PaneContext, Selection, StatusLine};
 use crate::project::Project;
 use crate::protocol::{Command, Event, JobKind};
@@ -93,13 +93,18 @@ impl StudioApp {
         settings: Option<Settings>,
     ) -> std::io::Result<Self> {
         let repaint = ctx.clone();
-        let worker = WorkerHandle::spawn(Arc::new(move || repaint.request_repaint()), settings.clone())?;
+        let worker = WorkerHandle::spawn(
+            Arc::new(move || repaint.request_repaint()),
+            settings.clone(),
+        )?;
         let commands = CommandSender::new(worker.commands.clone());
         let tree = storage
             .and_then(|s| eframe::get_value::<Tree<PaneKind>>(s, TREE_KEY))
             .filter(tree_is_complete)
             .unwrap_or_else(default_tree);
-        let browser = storage.and_then(|s| eframe::get_value(s, BROWSER_KEY)).unwrap_or_default();
+        let browser = storage
+            .and_then(|s| eframe::get_value(s, BROWSER_KEY))
+            .unwrap_or_default();
         let mut app = Self {
             worker,
             commands,
@@ -130,12 +135,19 @@ impl StudioApp {
                         Command::OpenProject(s.demo_dir())
                     }
                     None => {
-                        self.status.info(format!("Making the demo project in {}…", s.demo_dir().display()));
-                        Command::MakeDemo { out: s.demo_dir(), seed: 0 }
+                        self.status.info(format!(
+                            "Making the demo project in {}…",
+                            s.demo_dir().display()
+                        ));
+                        Command::MakeDemo {
+                            out: s.demo_dir(),
+                            seed: 0,
+                        }
                     }
                 }),
                 None => {
-                    self.status.error("No data folder on this system; open a project with File ▸ Open.");
+                    self.status
+                        .error("No data folder on this system; open a project with File ▸ Open.");
                     None
                 }
             },
@@ -148,7 +160,8 @@ impl StudioApp {
 
     fn send(&mut self, cmd: Command) {
         if self.commands.send(cmd).is_err() {
-            self.status.error("The worker is busy or gone; try again in a moment.");
+            self.status
+                .error("The worker is busy or gone; try again in a moment.");
         }
     }
 
@@ -166,7 +179,9 @@ impl StudioApp {
     fn pump_events(&mut self) {
         let start = Instant::now();
         while start.elapsed() < EVENT_BUDGET {
-            let Ok(event) = self.worker.events.try_recv() else { break };
+            let Ok(event) = self.worker.events.try_recv() else {
+                break;
+            };
             self.on_event(event);
         }
     }
@@ -174,7 +189,10 @@ impl StudioApp {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::ProjectOpened(project) => {
-                let same_root = self.project.as_ref().is_some_and(|p| p.root == project.root);
+                let same_root = self
+                    .project
+                    .as_ref()
+                    .is_some_and(|p| p.root == project.root);
                 if !same_root {
                     self.browser.reset_thumbnails();
                     self.selection = Selection::default();
@@ -186,7 +204,12 @@ impl StudioApp {
                 }
                 self.project = Some(project);
             }
-            Event::ImageLoaded { id, image, mask, box_mask } => {
+            Event::ImageLoaded {
+                id,
+                image,
+                mask,
+                box_mask,
+            } => {
                 self.painter.set_image(id, image, mask, box_mask);
             }
             Event::MasksSaved { id } => {
@@ -222,12 +245,21 @@ impl StudioApp {
                     self.browser.open_import(None);
                 }
                 if ui.button("Make demo project…").clicked() {
-                    self.picker.ask(MenuPick::MakeDemo, "Empty folder for the demo project");
+                    self.picker
+                        .ask(MenuPick::MakeDemo, "Empty folder for the demo project");
                 }
                 ui.separator();
-                let margin = self.project.as_ref().map_or(crate::project::manifest::DEFAULT_BOX_MARGIN, |p| p.manifest.box_margin);
+                let margin = self
+                    .project
+                    .as_ref()
+                    .map_or(crate::project::manifest::DEFAULT_BOX_MARGIN, |p| {
+                        p.manifest.box_margin
+                    });
                 if ui
-                    .add_enabled(self.project.is_some(), egui::Button::new("Derive box masks from pixel masks"))
+                    .add_enabled(
+                        self.project.is_some(),
+                        egui::Button::new("Derive box masks from pixel masks"),
+                    )
                     .clicked()
                 {
                     self.send(Command::DeriveBoxes { margin });
@@ -254,14 +286,22 @@ impl StudioApp {
     fn status_bar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             if let Some(p) = &self.progress {
-                let fraction = if p.total == 0 { 0.0 } else { p.done as f32 / p.total as f32 };
+                let fraction = if p.total == 0 {
+                    0.0
+                } else {
+                    p.done as f32 / p.total as f32
+                };
                 ui.add(
                     egui::ProgressBar::new(fraction)
                         .desired_width(180.0)
                         .text(format!("{:?} {}/{}", p.job, p.done, p.total)),
                 );
             }
-            let color = if self.status.is_error { ui.visuals().error_fg_color } else { ui.visuals().text_color() };
+            let color = if self.status.is_error {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().text_color()
+            };
             ui.colored_label(color, &self.status.text);
         });
     }
@@ -269,12 +309,22 @@ impl StudioApp {
     /// The first defect image with a pixel mask (what an unattended screenshot shows).
     fn first_masked_defect(&self) -> Option<String> {
         let p = self.project.as_ref()?;
-        let e = p.manifest.images.iter().find(|e| e.role == crate::project::Role::Defect && e.mask.is_some())?;
+        let e = p
+            .manifest
+            .images
+            .iter()
+            .find(|e| e.role == crate::project::Role::Defect && e.mask.is_some())?;
         Some(e.id.clone())
     }
 
     fn handle_dropped_folders(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
         if let Some(dir) = dropped.into_iter().find(|p| p.is_dir()) {
             if dir.join(crate::project::MANIFEST_FILE).is_file() {
                 self.send(Command::OpenProject(dir));
@@ -315,9 +365,27 @@ impl eframe::App for StudioApp {
                 self.selection.current = self.first_masked_defect();
             }
         }
-        let Self { tree, browser, painter, project, selection, status, commands, .. } = self;
-        let mut cx = PaneContext { project: project.as_ref(), selection, commands, status };
-        let mut behavior = Behavior { browser, painter, cx: &mut cx };
+        let Self {
+            tree,
+            browser,
+            painter,
+            project,
+            selection,
+            status,
+            commands,
+            ..
+        } = self;
+        let mut cx = PaneContext {
+            project: project.as_ref(),
+            selection,
+            commands,
+            status,
+        };
+        let mut behavior = Behavior {
+            browser,
+            painter,
+            cx: &mut cx,
+        };
         egui::CentralPanel::default().show(ui, |ui| tree.ui(&mut behavior, ui));
         if let Some(a) = &mut self.automation {
             let ready = self.project.is_some() && self.browser.thumbnails_ready() > 0;
@@ -345,7 +413,12 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
         pane.title().into()
     }
 
-    fn pane_ui(&mut self, ui: &mut egui::Ui, _tile_id: TileId, pane: &mut PaneKind) -> egui_tiles::UiResponse {
+    fn pane_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        _tile_id: TileId,
+        pane: &mut PaneKind,
+    ) -> egui_tiles::UiResponse {
         match pane {
             PaneKind::Browser => self.browser.ui(ui, self.cx),
             PaneKind::Painter => self.painter.ui(ui, self.cx),
@@ -354,7 +427,10 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
     }
 
     fn simplification_options(&self) -> egui_tiles::SimplificationOptions {
-        egui_tiles::SimplificationOptions { all_panes_must_have_tabs: true, ..Default::default() }
+        egui_tiles::SimplificationOptions {
+            all_panes_must_have_tabs: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -375,7 +451,9 @@ pub fn default_tree() -> Tree<PaneKind> {
 
 /// A stored layout is used only if it still holds every pane (older versions had fewer).
 fn tree_is_complete(tree: &Tree<PaneKind>) -> bool {
-    [PaneKind::Browser, PaneKind::Painter]
-        .iter()
-        .all(|kind| tree.tiles.iter().any(|(_, t)| matches!(t, Tile::Pane(p) if p == kind)))
+    [PaneKind::Browser, PaneKind::Painter].iter().all(|kind| {
+        tree.tiles
+            .iter()
+            .any(|(_, t)| matches!(t, Tile::Pane(p) if p == kind))
+    })
 }

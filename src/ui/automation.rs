@@ -52,9 +52,16 @@ impl Automation {
     /// Reads the environment; `None` for a normal interactive run.
     pub fn from_env() -> Option<Self> {
         if let Some(out) = std::env::var_os("DTGAN_STUDIO_SCREENSHOT") {
-            return Some(Self::Screenshot { out: out.into(), settled_frames: 0, result: None });
+            return Some(Self::Screenshot {
+                out: out.into(),
+                settled_frames: 0,
+                result: None,
+            });
         }
-        let secs: f64 = std::env::var("DTGAN_STUDIO_BENCH_SCROLL").ok()?.parse().ok()?;
+        let secs: f64 = std::env::var("DTGAN_STUDIO_BENCH_SCROLL")
+            .ok()?
+            .parse()
+            .ok()?;
         Some(Self::BenchScroll(ScrollBench {
             duration: Duration::from_secs_f64(secs),
             scroll_started: None,
@@ -75,11 +82,21 @@ impl Automation {
 
     /// Called at the end of each frame. `ready` is true once the project is open and at least one
     /// thumbnail is drawn; `app_start` is when the app was created; `cpu` is this frame's time.
-    pub fn after_frame(&mut self, ctx: &egui::Context, ready: bool, app_start: Instant, cpu: Duration) -> Step {
+    pub fn after_frame(
+        &mut self,
+        ctx: &egui::Context,
+        ready: bool,
+        app_start: Instant,
+        cpu: Duration,
+    ) -> Step {
         let waited_too_long = app_start.elapsed() > MAX_WAIT;
         ctx.request_repaint();
         match self {
-            Automation::Screenshot { out, settled_frames, result } => {
+            Automation::Screenshot {
+                out,
+                settled_frames,
+                result,
+            } => {
                 if let Some(result) = result {
                     let done = result.lock().unwrap_or_else(PoisonError::into_inner).take();
                     return match done {
@@ -121,7 +138,8 @@ impl ScrollBench {
         if let Some(started) = self.scroll_started {
             self.frame_cpu_ms.push(cpu.as_secs_f64() * 1e3);
             if let Some(last) = self.last_frame {
-                self.frame_interval_ms.push((now - last).as_secs_f64() * 1e3);
+                self.frame_interval_ms
+                    .push((now - last).as_secs_f64() * 1e3);
             }
             self.last_frame = Some(now);
             if started.elapsed() >= self.duration {
@@ -161,7 +179,8 @@ fn save_color_image(out: &std::path::Path, image: &egui::ColorImage) -> Result<(
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
     let rgba = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
         .ok_or_else(|| "screenshot has an inconsistent size".to_owned())?;
-    crate::imaging::io::save_png(out, &image::DynamicImage::ImageRgba8(rgba)).map_err(|e| e.to_string())
+    crate::imaging::io::save_png(out, &image::DynamicImage::ImageRgba8(rgba))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

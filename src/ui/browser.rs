@@ -99,7 +99,9 @@ impl BrowserPane {
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut PaneContext<'_>) {
         self.import.ui(ui.ctx(), cx);
         let Some(project) = cx.project.cloned() else {
-            ui.centered_and_justified(|ui| ui.label("No project open. Use File ▸ Open or drop a folder here."));
+            ui.centered_and_justified(|ui| {
+                ui.label("No project open. Use File ▸ Open or drop a folder here.")
+            });
             return;
         };
         self.refresh_listing(&project, cx);
@@ -120,7 +122,10 @@ impl BrowserPane {
             return;
         }
         let indices = self.filter.apply(&project.manifest);
-        cx.selection.order = indices.iter().map(|&i| project.manifest.images[i].id.clone()).collect();
+        cx.selection.order = indices
+            .iter()
+            .map(|&i| project.manifest.images[i].id.clone())
+            .collect();
         let stats = match &self.listing {
             Some(l) if Arc::ptr_eq(&l.project, project) => l.stats.clone(),
             _ => ProjectStats::of(&project.manifest),
@@ -144,7 +149,10 @@ impl BrowserPane {
                 let n = stats.by_role.get(role.as_str()).copied().unwrap_or(0);
                 ui.colored_label(role_color(role), format!("{role} {n}"));
             }
-            ui.label(format!("· {} defects · {} masks · {} boxes · {} twins", stats.regions, stats.with_mask, stats.with_box, stats.with_twin));
+            ui.label(format!(
+                "· {} defects · {} masks · {} boxes · {} twins",
+                stats.regions, stats.with_mask, stats.with_box, stats.with_twin
+            ));
         });
         ui.horizontal_wrapped(|ui| {
             egui::ComboBox::from_label("Role")
@@ -160,7 +168,11 @@ impl BrowserPane {
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut f.class, None, "all");
                     for (class, n) in &stats.by_class {
-                        ui.selectable_value(&mut f.class, Some(class.clone()), format!("{class} ({n})"));
+                        ui.selectable_value(
+                            &mut f.class,
+                            Some(class.clone()),
+                            format!("{class} ({n})"),
+                        );
                     }
                 });
             egui::ComboBox::from_label("Group")
@@ -168,7 +180,11 @@ impl BrowserPane {
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut f.group, None, "all");
                     for (group, n) in &stats.by_group {
-                        ui.selectable_value(&mut f.group, Some(group.clone()), format!("{group} ({n})"));
+                        ui.selectable_value(
+                            &mut f.group,
+                            Some(group.clone()),
+                            format!("{group} ({n})"),
+                        );
                     }
                 });
             egui::ComboBox::from_label("Status")
@@ -179,8 +195,12 @@ impl BrowserPane {
                         ui.selectable_value(&mut f.status, Some(s), s.label());
                     }
                 });
-            ui.add(egui::TextEdit::singleline(&mut f.search).hint_text("Search names").desired_width(140.0))
-                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Search"));
+            ui.add(
+                egui::TextEdit::singleline(&mut f.search)
+                    .hint_text("Search names")
+                    .desired_width(140.0),
+            )
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Search"));
             if ui.button("Clear filters").clicked() {
                 *f = ImageFilter::default();
             }
@@ -193,7 +213,9 @@ impl BrowserPane {
 
     fn grid_ui(&mut self, ui: &mut egui::Ui, project: &Arc<Project>, cx: &mut PaneContext<'_>) {
         let Some(listing) = &self.listing else { return };
-        let thumbs = self.thumbnails.get_or_insert_with(|| ThumbnailCache::new(2, 1500));
+        let thumbs = self
+            .thumbnails
+            .get_or_insert_with(|| ThumbnailCache::new(2, 1500));
         let spacing = 6.0;
         // As many columns as fit at the chosen size, then widen the cells to fill the row
         // (leaving room for the scroll bar).
@@ -207,7 +229,10 @@ impl BrowserPane {
         if self.last_selection != cx.selection.current {
             self.last_selection.clone_from(&cx.selection.current);
             let position = cx.selection.current.as_deref().and_then(|id| {
-                listing.indices.iter().position(|&i| project.manifest.images[i].id == id)
+                listing
+                    .indices
+                    .iter()
+                    .position(|&i| project.manifest.images[i].id == id)
             });
             if let Some(pos) = position.filter(|_| !self.selected_here) {
                 let row = (pos / columns) as f32;
@@ -226,30 +251,37 @@ impl BrowserPane {
         }
         let mut clicked = None;
         scroll.show_rows(ui, cell.y + spacing, rows, |ui, row_range| {
-                for row in row_range {
-                    ui.horizontal(|ui| {
-                        ui.spacing_mut().item_spacing.x = spacing;
-                        for col in 0..columns {
-                            let Some(&index) = listing.indices.get(row * columns + col) else { break };
-                            let entry = &project.manifest.images[index];
-                            let selected = cx.selection.current.as_deref() == Some(entry.id.as_str());
-                            let (rect, response) = ui.allocate_exact_size(cell, Sense::click());
-                            response.widget_info(|| {
-                                egui::WidgetInfo::selected(egui::Role::Button, true, selected, &entry.id)
-                            });
-                            if ui.is_rect_visible(rect) {
-                                let thumb = thumbs.get(&entry.id, &project.abs(&entry.path));
-                                paint_cell(ui, rect, entry, thumb, selected, response.hovered());
-                            }
-                            if response.clicked() {
-                                clicked = Some(entry.id.clone());
-                            }
-                            response.on_hover_text(hover_text(entry));
+            for row in row_range {
+                ui.horizontal(|ui| {
+                    ui.spacing_mut().item_spacing.x = spacing;
+                    for col in 0..columns {
+                        let Some(&index) = listing.indices.get(row * columns + col) else {
+                            break;
+                        };
+                        let entry = &project.manifest.images[index];
+                        let selected = cx.selection.current.as_deref() == Some(entry.id.as_str());
+                        let (rect, response) = ui.allocate_exact_size(cell, Sense::click());
+                        response.widget_info(|| {
+                            egui::WidgetInfo::selected(
+                                egui::Role::Button,
+                                true,
+                                selected,
+                                &entry.id,
+                            )
+                        });
+                        if ui.is_rect_visible(rect) {
+                            let thumb = thumbs.get(&entry.id, &project.abs(&entry.path));
+                            paint_cell(ui, rect, entry, thumb, selected, response.hovered());
                         }
-                    });
-                    ui.add_space(spacing);
-                }
-            });
+                        if response.clicked() {
+                            clicked = Some(entry.id.clone());
+                        }
+                        response.on_hover_text(hover_text(entry));
+                    }
+                });
+                ui.add_space(spacing);
+            }
+        });
         if let Some(id) = clicked {
             cx.selection.current = Some(id);
             self.selected_here = true;
@@ -266,10 +298,18 @@ fn hover_text(entry: &crate::project::ImageEntry) -> String {
         entry.group,
         entry.width,
         entry.height,
-        if classes.is_empty() { "-".to_owned() } else { classes.join(", ") },
+        if classes.is_empty() {
+            "-".to_owned()
+        } else {
+            classes.join(", ")
+        },
         entry.regions.len(),
         if entry.mask.is_some() { " · mask" } else { "" },
-        if entry.box_mask.is_some() { " · box" } else { "" },
+        if entry.box_mask.is_some() {
+            " · box"
+        } else {
+            ""
+        },
         if entry.twin.is_some() { " · twin" } else { "" },
     )
 }
@@ -291,17 +331,37 @@ fn paint_cell(
             let size = tex.size_vec2();
             let scale = (image_rect.width() / size.x).min(image_rect.height() / size.y);
             let fitted = Rect::from_center_size(image_rect.center(), size * scale);
-            painter.image(tex.id(), fitted, Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+            painter.image(
+                tex.id(),
+                fitted,
+                Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+                Color32::WHITE,
+            );
         }
         Thumb::Loading => {
-            painter.text(image_rect.center(), egui::Align2::CENTER_CENTER, "…", egui::FontId::proportional(18.0), visuals.weak_text_color());
+            painter.text(
+                image_rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "…",
+                egui::FontId::proportional(18.0),
+                visuals.weak_text_color(),
+            );
         }
         Thumb::Failed(_) => {
-            painter.text(image_rect.center(), egui::Align2::CENTER_CENTER, "unreadable", egui::FontId::proportional(12.0), visuals.error_fg_color);
+            painter.text(
+                image_rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "unreadable",
+                egui::FontId::proportional(12.0),
+                visuals.error_fg_color,
+            );
         }
     }
     // Role strip and status dots.
-    let strip = Rect::from_min_size(image_rect.left_bottom() - Vec2::new(0.0, 4.0), Vec2::new(image_rect.width(), 4.0));
+    let strip = Rect::from_min_size(
+        image_rect.left_bottom() - Vec2::new(0.0, 4.0),
+        Vec2::new(image_rect.width(), 4.0),
+    );
     painter.rect_filled(strip, 0.0, role_color(entry.role));
     let mut dot = image_rect.right_top() + Vec2::new(-8.0, 8.0);
     for (present, color) in [
@@ -316,9 +376,19 @@ fn paint_cell(
     }
     let name_pos = egui::pos2(rect.left() + 2.0, image_rect.bottom() + 2.0);
     let name = entry.display_name();
-    painter.text(name_pos, egui::Align2::LEFT_TOP, name, egui::FontId::proportional(11.0), visuals.text_color());
+    painter.text(
+        name_pos,
+        egui::Align2::LEFT_TOP,
+        name,
+        egui::FontId::proportional(11.0),
+        visuals.text_color(),
+    );
     if selected || hovered {
-        let stroke = if selected { visuals.selection.stroke } else { visuals.widgets.hovered.fg_stroke };
+        let stroke = if selected {
+            visuals.selection.stroke
+        } else {
+            visuals.widgets.hovered.fg_stroke
+        };
         painter.rect_stroke(rect.shrink(1.0), 3.0, stroke, egui::StrokeKind::Inside);
     }
 }

@@ -38,7 +38,10 @@ impl ImportDialog {
     fn set_from(&mut self, from: PathBuf) {
         if let Some(found) = detect_layout(&from) {
             self.layout = Some(found.layout);
-            self.masks = found.masks.map(|m| m.display().to_string()).unwrap_or_default();
+            self.masks = found
+                .masks
+                .map(|m| m.display().to_string())
+                .unwrap_or_default();
         }
         self.from = from.display().to_string();
     }
@@ -59,41 +62,59 @@ impl ImportDialog {
         self.poll_picker();
         let mut open = self.open;
         let mut submit = false;
-        egui::Window::new("Import images").open(&mut open).collapsible(false).show(ctx, |ui| {
-            ui.horizontal(|ui| {
-                ui.label("Layout");
-                ui.radio_value(&mut self.layout, Some(Layout::Folders), "Folders (good/, defect/<class>/, masks/<class>/)");
-                ui.radio_value(&mut self.layout, Some(Layout::Deeppcb), "DeepPCB pairs");
-            });
-            egui::Grid::new("import-fields").num_columns(3).show(ui, |ui| {
-                ui.label("Source folder");
-                ui.add(egui::TextEdit::singleline(&mut self.from).desired_width(320.0));
-                if ui.button("Browse…").clicked() {
-                    self.picker.ask(Field::From, "Folder to import");
+        egui::Window::new("Import images")
+            .open(&mut open)
+            .collapsible(false)
+            .show(ctx, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label("Layout");
+                    ui.radio_value(
+                        &mut self.layout,
+                        Some(Layout::Folders),
+                        "Folders (good/, defect/<class>/, masks/<class>/)",
+                    );
+                    ui.radio_value(&mut self.layout, Some(Layout::Deeppcb), "DeepPCB pairs");
+                });
+                egui::Grid::new("import-fields")
+                    .num_columns(3)
+                    .show(ui, |ui| {
+                        ui.label("Source folder");
+                        ui.add(egui::TextEdit::singleline(&mut self.from).desired_width(320.0));
+                        if ui.button("Browse…").clicked() {
+                            self.picker.ask(Field::From, "Folder to import");
+                        }
+                        ui.end_row();
+                        ui.label("Pixel masks (optional)");
+                        ui.add(egui::TextEdit::singleline(&mut self.masks).desired_width(320.0));
+                        if ui.button("Browse… ").clicked() {
+                            self.picker.ask(Field::Masks, "Folder of pixel masks");
+                        }
+                        ui.end_row();
+                        ui.label("Group (optional)");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut self.group)
+                                .desired_width(320.0)
+                                .hint_text("from the data"),
+                        );
+                        ui.end_row();
+                    });
+                if self.picker.is_open() {
+                    ui.label("Waiting for the folder picker…");
+                    ui.ctx()
+                        .request_repaint_after(std::time::Duration::from_millis(100));
                 }
-                ui.end_row();
-                ui.label("Pixel masks (optional)");
-                ui.add(egui::TextEdit::singleline(&mut self.masks).desired_width(320.0));
-                if ui.button("Browse… ").clicked() {
-                    self.picker.ask(Field::Masks, "Folder of pixel masks");
+                let ready =
+                    self.layout.is_some() && !self.from.trim().is_empty() && cx.project.is_some();
+                if ui
+                    .add_enabled(ready, egui::Button::new("Start import"))
+                    .clicked()
+                {
+                    submit = true;
                 }
-                ui.end_row();
-                ui.label("Group (optional)");
-                ui.add(egui::TextEdit::singleline(&mut self.group).desired_width(320.0).hint_text("from the data"));
-                ui.end_row();
+                if cx.project.is_none() {
+                    ui.weak("Open or create a project first.");
+                }
             });
-            if self.picker.is_open() {
-                ui.label("Waiting for the folder picker…");
-                ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
-            }
-            let ready = self.layout.is_some() && !self.from.trim().is_empty() && cx.project.is_some();
-            if ui.add_enabled(ready, egui::Button::new("Start import")).clicked() {
-                submit = true;
-            }
-            if cx.project.is_none() {
-                ui.weak("Open or create a project first.");
-            }
-        });
         self.open = open;
         if submit && let Some(layout) = self.layout {
             let trimmed = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
@@ -108,7 +129,9 @@ impl ImportDialog {
                     cx.status.info(format!("Importing {}…", self.from.trim()));
                     self.open = false;
                 }
-                Err(_) => cx.status.error("The worker is busy; try the import again in a moment."),
+                Err(_) => cx
+                    .status
+                    .error("The worker is busy; try the import again in a moment."),
             }
         }
     }

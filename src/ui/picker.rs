@@ -26,9 +26,11 @@ impl<P: Copy> FolderPicker<P> {
         }
         let (tx, rx) = bounded(1);
         let title = title.to_owned();
-        let spawned = std::thread::Builder::new().name("folder-picker".into()).spawn(move || {
-            let _ = tx.send(rfd::FileDialog::new().set_title(title).pick_folder());
-        });
+        let spawned = std::thread::Builder::new()
+            .name("folder-picker".into())
+            .spawn(move || {
+                let _ = tx.send(rfd::FileDialog::new().set_title(title).pick_folder());
+            });
         if spawned.is_ok() {
             self.pending = Some((purpose, rx));
         }

@@ -115,11 +115,17 @@ impl ThumbnailCache {
     pub fn poll(&mut self, ctx: &egui::Context, budget: Duration) {
         let start = Instant::now();
         while start.elapsed() < budget {
-            let Ok((id, decoded)) = self.results.try_recv() else { break };
+            let Ok((id, decoded)) = self.results.try_recv() else {
+                break;
+            };
             self.in_flight.remove(&id);
             match decoded {
                 Ok(image) => {
-                    let tex = ctx.load_texture(format!("thumb:{id}"), image, egui::TextureOptions::LINEAR);
+                    let tex = ctx.load_texture(
+                        format!("thumb:{id}"),
+                        image,
+                        egui::TextureOptions::LINEAR,
+                    );
                     self.textures.insert(id, (tex, self.frame));
                 }
                 Err(msg) => {
@@ -152,8 +158,11 @@ impl ThumbnailCache {
         if self.textures.len() <= self.capacity {
             return;
         }
-        let mut by_age: Vec<(u64, String)> =
-            self.textures.iter().map(|(id, (_, used))| (*used, id.clone())).collect();
+        let mut by_age: Vec<(u64, String)> = self
+            .textures
+            .iter()
+            .map(|(id, (_, used))| (*used, id.clone()))
+            .collect();
         by_age.sort_unstable();
         let excess = self.textures.len() - self.capacity;
         for (_, id) in by_age.into_iter().take(excess) {
@@ -200,5 +209,8 @@ pub fn decode_thumbnail(path: &std::path::Path) -> Decoded {
     let image = crate::imaging::io::load_dynamic(path).map_err(|e| e.to_string())?;
     let thumb = image.thumbnail(THUMB_SIDE, THUMB_SIDE).to_rgba8();
     let size = [thumb.width() as usize, thumb.height() as usize];
-    Ok(egui::ColorImage::from_rgba_unmultiplied(size, thumb.as_raw()))
+    Ok(egui::ColorImage::from_rgba_unmultiplied(
+        size,
+        thumb.as_raw(),
+    ))
 }

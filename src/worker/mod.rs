@@ -40,7 +40,11 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name("studio-worker".into())
             .spawn(move || Worker::new(ev_tx, waker, settings).run(&cmd_rx))?;
-        Ok(Self { commands: cmd_tx, events: ev_rx, thread: Some(thread) })
+        Ok(Self {
+            commands: cmd_tx,
+            events: ev_rx,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -70,7 +74,11 @@ pub struct EventSink {
 impl EventSink {
     /// A sink on `tx` that calls `waker` after each event.
     pub fn new(tx: Sender<Event>, waker: Waker) -> Self {
-        Self { tx, waker, dropped: Arc::new(AtomicU64::new(0)) }
+        Self {
+            tx,
+            waker,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Delivers an event that must not be lost (results, failures).
@@ -82,7 +90,11 @@ impl EventSink {
 
     /// Delivers progress if there is room; otherwise counts it as dropped.
     pub fn progress(&self, job: JobKind, done: usize, total: usize) {
-        if self.tx.try_send(Event::Progressed { job, done, total }).is_err() {
+        if self
+            .tx
+            .try_send(Event::Progressed { job, done, total })
+            .is_err()
+        {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = self.tx.try_send(Event::ProgressDropped(n));
         }
@@ -98,14 +110,21 @@ struct Worker {
 
 impl Worker {
     fn new(tx: Sender<Event>, waker: Waker, settings: Option<Settings>) -> Self {
-        Self { sink: EventSink::new(tx, waker), project: None, settings }
+        Self {
+            sink: EventSink::new(tx, waker),
+            project: None,
+            settings,
+        }
     }
 
     /// Makes `project` the open one, remembers it for the next start and tells the UI.
     fn set_project(&mut self, project: Project) {
         if let Some(s) = &self.settings {
             if let Err(e) = s.remember_project(&project.root) {
-                tracing::warn!("cannot remember the last project in {}: {e}", s.home.display());
+                tracing::warn!(
+                    "cannot remember the last project in {}: {e}",
+                    s.home.display()
+                );
             }
         }
         self.project = Some(project);
@@ -119,7 +138,10 @@ impl Worker {
             }
             let job = job_of(&cmd);
             if let Err(e) = self.handle(cmd) {
-                self.sink.send(Event::JobFailed { job, message: format!("{e:#}") });
+                self.sink.send(Event::JobFailed {
+                    job,
+                    message: format!("{e:#}"),
+                });
             }
         }
     }
@@ -143,17 +165,26 @@ impl Worker {
             }
             Command::MakeDemo { out, seed } => {
                 let sink = self.sink.clone();
-                let cfg = DemoConfig { seed, ..DemoConfig::default() };
-                let project = make_demo(&out, &cfg, &move |d, t| sink.progress(JobKind::Demo, d, t))
-                    .with_context(|| format!("making the demo project in {}", out.display()))?;
+                let cfg = DemoConfig {
+                    seed,
+                    ..DemoConfig::default()
+                };
+                let project =
+                    make_demo(&out, &cfg, &move |d, t| sink.progress(JobKind::Demo, d, t))
+                        .with_context(|| format!("making the demo project in {}", out.display()))?;
                 self.set_project(project);
-                self.finished(JobKind::Demo, format!("demo project written to {}", out.display()));
+                self.finished(
+                    JobKind::Demo,
+                    format!("demo project written to {}", out.display()),
+                );
             }
             Command::Import(req) => {
                 let sink = self.sink.clone();
                 let project = self.project_mut()?;
-                let summary = import(project, &req, &move |d, t| sink.progress(JobKind::Import, d, t))
-                    .with_context(|| format!("importing {}", req.from.display()))?;
+                let summary = import(project, &req, &move |d, t| {
+                    sink.progress(JobKind::Import, d, t)
+                })
+                .with_context(|| format!("importing {}", req.from.display()))?;
                 for skipped in &summary.skipped {
                     tracing::warn!("import skipped {}: {}", skipped.path, skipped.reason);
                 }
@@ -182,7 +213,10 @@ impl Worker {
                     sink.progress(JobKind::DeriveBoxes, d, t)
                 })?;
                 self.publish_project();
-                self.finished(JobKind::DeriveBoxes, format!("{n} box masks derived (margin {margin} px)"));
+                self.finished(
+                    JobKind::DeriveBoxes,
+                    format!("{n} box masks derived (margin {margin} px)"),
+                );
             }
             Command::Shutdown => {}
         }
@@ -211,13 +245,17 @@ mod tests {
     use std::time::Duration;
 
     fn next_event(h: &WorkerHandle) -> Event {
-        h.events.recv_timeout(Duration::from_secs(20)).expect("an event in time")
+        h.events
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an event in time")
     }
 
     #[test]
     fn failures_are_reported_and_the_worker_lives_on() {
         let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
-        h.commands.send(Command::LoadImage { id: "x".into() }).expect("send");
+        h.commands
+            .send(Command::LoadImage { id: "x".into() })
+            .expect("send");
         match next_event(&h) {
             Event::JobFailed { job, message } => {
                 assert_eq!(job, JobKind::LoadImage);
@@ -226,7 +264,9 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        h.commands.send(Command::OpenProject(dir.path().to_path_buf())).expect("send");
+        h.commands
+            .send(Command::OpenProject(dir.path().to_path_buf()))
+            .expect("send");
         assert!(matches!(next_event(&h), Event::ProjectOpened(p) if p.root == dir.path()));
     }
 
