@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Longest wait for the project and its thumbnails before acting anyway.
 const MAX_WAIT: Duration = Duration::from_secs(90);
 
+/// Where the screenshot callback leaves its outcome for the UI thread.
+type ScreenshotSlot = Arc<Mutex<Option<Result<(), String>>>>;
+
 /// What the unattended run should do.
 #[derive(Debug)]
 pub enum Automation {
@@ -23,7 +26,7 @@ pub enum Automation {
         /// Frames drawn since thumbnails appeared (a few, so the window settles).
         settled_frames: u32,
         /// Set once the screenshot was asked for.
-        result: Option<Arc<Mutex<Option<Result<(), String>>>>>,
+        result: Option<ScreenshotSlot>,
     },
     /// Scroll the browser and measure.
     BenchScroll(ScrollBench),

@@ -119,13 +119,13 @@ impl Worker {
 
     /// Makes `project` the open one, remembers it for the next start and tells the UI.
     fn set_project(&mut self, project: Project) {
-        if let Some(s) = &self.settings {
-            if let Err(e) = s.remember_project(&project.root) {
-                tracing::warn!(
-                    "cannot remember the last project in {}: {e}",
-                    s.home.display()
-                );
-            }
+        if let Some(s) = &self.settings
+            && let Err(e) = s.remember_project(&project.root)
+        {
+            tracing::warn!(
+                "cannot remember the last project in {}: {e}",
+                s.home.display()
+            );
         }
         self.project = Some(project);
         self.publish_project();
