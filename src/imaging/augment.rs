@@ -198,6 +198,14 @@ pub enum AugmentError {
         /// Image height.
         height: u32,
     },
+    /// Parameters drawn for one size were applied to a triple of another size.
+    #[error("parameters were drawn for a {drawn:?} triple, this triple is {actual:?} (width, height)")]
+    ParamsSize {
+        /// Size the parameters were drawn for.
+        drawn: (u32, u32),
+        /// Size of the triple given.
+        actual: (u32, u32),
+    },
     /// CLAHE refused its arguments (cannot happen with a validated config).
     #[error(transparent)]
     Clahe(#[from] ClaheError),
@@ -421,10 +429,9 @@ pub fn apply_params(
     let size = check_sizes(triple)?;
     let g = &params.geometry;
     if size != g.source {
-        return Err(AugmentError::SizeMismatch {
-            twin: size,
-            defect: g.source,
-            mask: g.source,
+        return Err(AugmentError::ParamsSize {
+            drawn: g.source,
+            actual: size,
         });
     }
     let map = g.output_to_source();

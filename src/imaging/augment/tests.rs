@@ -270,7 +270,7 @@ fn focus_centre_stays_inside_the_output() {
         );
         let out = apply_params(&triple, &params, &cfg).expect("valid");
         assert!(
-            out.mask.iter().any(|&v| v == 255),
+            out.mask.contains(&255),
             "seed {seed}: focus blob lost"
         );
         let free = augment_seeded(&triple, &cfg, None, seed).expect("valid");
