@@ -199,7 +199,9 @@ pub enum AugmentError {
         height: u32,
     },
     /// Parameters drawn for one size were applied to a triple of another size.
-    #[error("parameters were drawn for a {drawn:?} triple, this triple is {actual:?} (width, height)")]
+    #[error(
+        "parameters were drawn for a {drawn:?} triple, this triple is {actual:?} (width, height)"
+    )]
     ParamsSize {
         /// Size the parameters were drawn for.
         drawn: (u32, u32),
@@ -435,9 +437,8 @@ pub fn apply_params(
         });
     }
     let map = g.output_to_source();
-    let mut twin = warp::warp_rgb_bilinear(&triple.twin, &map, g.out_size);
-    let mut defect = warp::warp_rgb_bilinear(&triple.defect, &map, g.out_size);
-    let mask = warp::warp_gray_nearest(&triple.mask, &map, g.out_size);
+    let (mut twin, mut defect, mask) =
+        warp::warp_triple(&triple.twin, &triple.defect, &triple.mask, &map, g.out_size);
     photometric::apply(
         &params.photometric,
         cfg.clahe_tiles,

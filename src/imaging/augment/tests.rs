@@ -269,10 +269,7 @@ fn focus_centre_stays_inside_the_output() {
             "seed {seed}: ({ox}, {oy})"
         );
         let out = apply_params(&triple, &params, &cfg).expect("valid");
-        assert!(
-            out.mask.contains(&255),
-            "seed {seed}: focus blob lost"
-        );
+        assert!(out.mask.contains(&255), "seed {seed}: focus blob lost");
         let free = augment_seeded(&triple, &cfg, None, seed).expect("valid");
         missed_without_focus += usize::from(free.mask.iter().all(|&v| v == 0));
     }
@@ -357,4 +354,25 @@ fn bad_inputs_are_errors_naming_the_problem() {
     .expect_err("focus outside");
     assert!(matches!(err, AugmentError::FocusOutside { .. }));
     assert!(AugmentConfig::default().validate().is_ok());
+}
+
+#[test]
+#[ignore = "timing, run in release"]
+fn timing_256() {
+    let triple = Triple {
+        twin: texture(256),
+        defect: texture(256),
+        mask: pattern_mask(256),
+    };
+    for p in [0.0, 1.0] {
+        let cfg = AugmentConfig {
+            clahe_probability: p,
+            ..AugmentConfig::default()
+        };
+        let start = std::time::Instant::now();
+        for seed in 0..200 {
+            augment_seeded(&triple, &cfg, None, seed).expect("valid");
+        }
+        println!("TIMING clahe {p}: {:?} per triple", start.elapsed() / 200);
+    }
 }

@@ -48,58 +48,81 @@ impl Affine {
     }
 }
 
-/// Warps an RGB image to `size` x `size`, bilinear, border replicated.
-pub(crate) fn warp_rgb_bilinear(src: &RgbImage, map: &Affine, size: u32) -> RgbImage {
-    let (w, h) = (i64::from(src.width()), i64::from(src.height()));
-    let data = src.as_raw();
+/// Bilinear taps of one source position: the four pixel offsets (in pixels) and 8-bit weights,
+/// plus the nearest of the four, all clamped to the image (border replicated).
+struct Taps {
+    idx: [usize; 4],
+    wx: u32,
+    wy: u32,
+    nearest: usize,
+}
+
+impl Taps {
+    fn at(sx: f64, sy: f64, w: i64, h: i64) -> Taps {
+        let (x0f, y0f) = (sx.floor(), sy.floor());
+        // Weights in 1/256ths: 0 exactly on a pixel centre, so an identity warp copies bytes.
+        let wx = ((sx - x0f) * 256.0).round().clamp(0.0, 256.0) as u32;
+        let wy = ((sy - y0f) * 256.0).round().clamp(0.0, 256.0) as u32;
+        // `as` saturates, so far-away positions clamp like near ones.
+        let (x0, y0) = (x0f as i64, y0f as i64);
+        let (xa, xb) = (x0.clamp(0, w - 1), x0.saturating_add(1).clamp(0, w - 1));
+        let (ya, yb) = (y0.clamp(0, h - 1), y0.saturating_add(1).clamp(0, h - 1));
+        let idx = [
+            (ya * w + xa) as usize,
+            (ya * w + xb) as usize,
+            (yb * w + xa) as usize,
+            (yb * w + xb) as usize,
+        ];
+        // The nearest pixel is the tap with the largest weight, so the mask follows the images.
+        let nearest = idx[usize::from(wx >= 128) + 2 * usize::from(wy >= 128)];
+        Taps {
+            idx,
+            wx,
+            wy,
+            nearest,
+        }
+    }
+
+    /// Bilinear blend of one channel of `C`-channel pixels.
+    fn blend<const C: usize>(&self, data: &[u8], c: usize) -> u8 {
+        let p = |k: usize| data[self.idx[k] * C + c] as u32;
+        let top = p(0) * (256 - self.wx) + p(1) * self.wx;
+        let bottom = p(2) * (256 - self.wx) + p(3) * self.wx;
+        ((top * (256 - self.wy) + bottom * self.wy + 32_768) >> 16) as u8
+    }
+}
+
+/// Warps twin, defect (bilinear) and mask (nearest, so a binary mask stays binary) to
+/// `size` x `size` in one pass sharing every source position. All three must have one size.
+pub(crate) fn warp_triple(
+    twin: &RgbImage,
+    defect: &RgbImage,
+    mask: &GrayImage,
+    map: &Affine,
+    size: u32,
+) -> (RgbImage, RgbImage, GrayImage) {
+    let (w, h) = (i64::from(twin.width()), i64::from(twin.height()));
+    let (src_a, src_b, src_m) = (twin.as_raw(), defect.as_raw(), mask.as_raw());
     let m = map.on_indices();
-    let mut out = RgbImage::new(size, size);
-    let row_len = size as usize * 3;
-    for (j, row) in out.chunks_exact_mut(row_len).enumerate() {
+    let (mut out_a, mut out_b) = (RgbImage::new(size, size), RgbImage::new(size, size));
+    let mut out_m = GrayImage::new(size, size);
+    let n = size as usize;
+    let rows = out_a
+        .chunks_exact_mut(n * 3)
+        .zip(out_b.chunks_exact_mut(n * 3))
+        .zip(out_m.chunks_exact_mut(n));
+    for (j, ((row_a, row_b), row_m)) in rows.enumerate() {
         let (bx, by) = (m[1] * j as f64 + m[2], m[4] * j as f64 + m[5]);
-        for (i, px) in row.chunks_exact_mut(3).enumerate() {
-            let (sx, sy) = (m[0] * i as f64 + bx, m[3] * i as f64 + by);
-            let (x0f, y0f) = (sx.floor(), sy.floor());
-            let (fx, fy) = ((sx - x0f) as f32, (sy - y0f) as f32);
-            // `as` saturates, so far-away positions clamp like near ones.
-            let (x0, y0) = (x0f as i64, y0f as i64);
-            let (xa, xb) = (x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1));
-            let (ya, yb) = (y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1));
-            let at = |x: i64, y: i64| ((y * w + x) * 3) as usize;
-            let (p00, p10, p01, p11) = (at(xa, ya), at(xb, ya), at(xa, yb), at(xb, yb));
-            for (c, v) in px.iter_mut().enumerate() {
-                let top = lerp(data[p00 + c], data[p10 + c], fx);
-                let bottom = lerp(data[p01 + c], data[p11 + c], fx);
-                *v = (top + fy * (bottom - top) + 0.5) as u8;
+        for i in 0..n {
+            let taps = Taps::at(m[0] * i as f64 + bx, m[3] * i as f64 + by, w, h);
+            for c in 0..3 {
+                row_a[i * 3 + c] = taps.blend::<3>(src_a, c);
+                row_b[i * 3 + c] = taps.blend::<3>(src_b, c);
             }
+            row_m[i] = src_m[taps.nearest];
         }
     }
-    out
-}
-
-/// Warps a grey image (a mask) to `size` x `size`, nearest neighbour, border replicated, so a
-/// binary mask stays binary.
-pub(crate) fn warp_gray_nearest(src: &GrayImage, map: &Affine, size: u32) -> GrayImage {
-    let (w, h) = (i64::from(src.width()), i64::from(src.height()));
-    let data = src.as_raw();
-    let m = map.on_indices();
-    let mut out = GrayImage::new(size, size);
-    for (j, row) in out.chunks_exact_mut(size as usize).enumerate() {
-        let (bx, by) = (m[1] * j as f64 + m[2], m[4] * j as f64 + m[5]);
-        for (i, v) in row.iter_mut().enumerate() {
-            let (sx, sy) = (m[0] * i as f64 + bx, m[3] * i as f64 + by);
-            // The nearest pixel is the bilinear tap with the largest weight, so mask and images agree.
-            let x = ((sx + 0.5).floor() as i64).clamp(0, w - 1);
-            let y = ((sy + 0.5).floor() as i64).clamp(0, h - 1);
-            *v = data[(y * w + x) as usize];
-        }
-    }
-    out
-}
-
-fn lerp(a: u8, b: u8, t: f32) -> f32 {
-    let a = f32::from(a);
-    a + t * (f32::from(b) - a)
+    (out_a, out_b, out_m)
 }
 
 #[cfg(test)]
@@ -130,17 +153,18 @@ mod tests {
         let shift = Affine {
             m: [1.0, 0.0, 0.5, 0.0, 1.0, 0.0],
         };
-        let out = warp_rgb_bilinear(&src, &shift, 4);
+        let mask = GrayImage::from_fn(4, 1, |x, _| image::Luma([if x == 1 { 255 } else { 0 }]));
+        let (out, same, out_mask) = warp_triple(&src, &src, &mask, &shift, 4);
+        assert_eq!(out, same);
+        // Sampling halfway between pixels: the tie goes to the right-hand one.
+        assert_eq!(out_mask.as_raw()[..4], [255, 0, 0, 0]);
         let reds: Vec<u8> = out.pixels().take(4).map(|p| p[0]).collect();
         // 0.5 px right: averages of neighbours, the last pixel replicated past the border.
         assert_eq!(reds, vec![30, 90, 150, 180]);
         let far = Affine {
             m: [1.0, 0.0, -1e30, 0.0, 1.0, 0.0],
         };
-        assert!(
-            warp_rgb_bilinear(&src, &far, 2)
-                .pixels()
-                .all(|p| p[0] == 0 && p[2] == 255)
-        );
+        let (out, _, _) = warp_triple(&src, &src, &mask, &far, 2);
+        assert!(out.pixels().all(|p| p[0] == 0 && p[2] == 255));
     }
 }
