@@ -150,7 +150,8 @@ fn equalising_lut(hist: &[u32; 256], clip: f32) -> [u8; 256] {
 struct Blend {
     lo: usize,
     hi: usize,
-    w_hi: f32,
+    /// Weight of `hi` in 1/256ths; fixed point keeps the per-pixel loop in integers.
+    w_hi: u32,
 }
 
 /// The blend of every pixel along a side of `len` pixels cut into `n` tiles.
@@ -162,7 +163,7 @@ fn blends(len: u32, n: u32) -> Vec<Blend> {
             // Tile coordinate of the pixel centre, 0.0 at the first tile's centre.
             let g = (f64::from(p) + 0.5) / tile - 0.5;
             let lo = g.floor();
-            let w_hi = (g - lo) as f32;
+            let w_hi = ((g - lo) * 256.0).round() as u32;
             // Before the first centre or past the last one both ends clamp to the same tile.
             let clamp = |t: f64| (t.max(0.0) as usize).min(last);
             Blend {
@@ -230,20 +231,16 @@ impl ClaheLuts {
             for (pixel, bx) in row.chunks_exact_mut(C).zip(&cols) {
                 let (l00, l01) = (&self.luts[top + bx.lo], &self.luts[top + bx.hi]);
                 let (l10, l11) = (&self.luts[bottom + bx.lo], &self.luts[bottom + bx.hi]);
+                let (wx, wy) = (bx.w_hi, by.w_hi);
                 for v in pixel.iter_mut() {
                     let i = usize::from(*v);
-                    let upper = lerp(l00[i], l01[i], bx.w_hi);
-                    let lower = lerp(l10[i], l11[i], bx.w_hi);
-                    *v = (upper + by.w_hi * (lower - upper) + 0.5) as u8;
+                    let upper = u32::from(l00[i]) * (256 - wx) + u32::from(l01[i]) * wx;
+                    let lower = u32::from(l10[i]) * (256 - wx) + u32::from(l11[i]) * wx;
+                    *v = ((upper * (256 - wy) + lower * wy + 32_768) >> 16) as u8;
                 }
             }
         }
     }
-}
-
-fn lerp(a: u8, b: u8, t: f32) -> f32 {
-    let a = f32::from(a);
-    a + t * (f32::from(b) - a)
 }
 
 #[cfg(test)]

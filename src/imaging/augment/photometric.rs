@@ -64,8 +64,13 @@ fn brightness_contrast_lut(mean: f32, brightness: f32, contrast: f32) -> [u8; 25
     lut
 }
 
+/// Mean Rec. 601 luma, the contrast pivot (computed without building a grey image).
 fn mean_luma(image: &RgbImage) -> f32 {
-    let gray = luma(image);
-    let n = gray.as_raw().len().max(1) as f64;
-    (gray.as_raw().iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / n) as f32
+    let sum: u64 = image
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| 299 * u64::from(p[0]) + 587 * u64::from(p[1]) + 114 * u64::from(p[2]))
+        .sum();
+    let n = (image.as_raw().len() / 3).max(1) as f64;
+    (sum as f64 / 1000.0 / n) as f32
 }
