@@ -355,24 +355,3 @@ fn bad_inputs_are_errors_naming_the_problem() {
     assert!(matches!(err, AugmentError::FocusOutside { .. }));
     assert!(AugmentConfig::default().validate().is_ok());
 }
-
-#[test]
-#[ignore = "timing, run in release"]
-fn timing_256() {
-    let triple = Triple {
-        twin: texture(256),
-        defect: texture(256),
-        mask: pattern_mask(256),
-    };
-    for p in [0.0, 1.0] {
-        let cfg = AugmentConfig {
-            clahe_probability: p,
-            ..AugmentConfig::default()
-        };
-        let start = std::time::Instant::now();
-        for seed in 0..200 {
-            augment_seeded(&triple, &cfg, None, seed).expect("valid");
-        }
-        println!("TIMING clahe {p}: {:?} per triple", start.elapsed() / 200);
-    }
-}
