@@ -224,7 +224,8 @@ pub struct Geometry {
     pub center: (f64, f64),
     /// Crop width and height in source pixels, before rotation.
     pub size: (f64, f64),
-    /// Rotation in degrees (the crop window is rotated counter-clockwise in image coordinates).
+    /// Rotation in degrees about the crop centre; positive turns the content counter-clockwise on
+    /// screen (y pointing down).
     pub rotation_deg: f64,
     /// Output mirrored left-right.
     pub hflip: bool,
@@ -316,6 +317,9 @@ fn check_sizes(t: &Triple) -> Result<(u32, u32), AugmentError> {
 }
 
 /// Augments a triple: one random geometry for all three, one photometric change for both images.
+///
+/// `focus` (typically a defect box) keeps its centre in the output; see [`sample_params`] for
+/// exactly what is guaranteed. Errors name the sizes when the three inputs differ.
 pub fn augment(
     triple: &Triple,
     cfg: &AugmentConfig,

@@ -8,10 +8,14 @@ use crate::imaging::rect::Rect;
 
 /// Draws the parameters for a `width` x `height` triple.
 ///
-/// With a `focus`, the crop is placed so that the focus rectangle's centre `(x + w/2, y + h/2)`
-/// lands inside the output, at least half an output pixel from its edges, whatever the rotation
-/// and flips: [`Geometry::source_to_output`] of that centre is within
-/// `[0.5, out_size - 0.5]` on both axes. When it can, the crop also stays inside the source.
+/// Guarantee with a `focus`: the focus rectangle's centre `(x + w/2, y + h/2)` (continuous
+/// coordinates) lands inside the output at least half an output pixel from its edges, whatever
+/// the rotation and flips: [`Geometry::source_to_output`] of that centre is within
+/// `[0.5, out_size - 0.5]` on both axes, so the output pixel nearest to it exists. Nothing is
+/// promised about the rest of the rectangle (a large defect may be cut). The crop centre is drawn
+/// uniformly among the places that keep the (unrotated) crop inside the source and contain the
+/// focus centre; only when rotation would push the focus out is the centre moved, by the least
+/// amount. A focus centre outside the image is an error.
 pub fn sample_params(
     cfg: &AugmentConfig,
     (width, height): (u32, u32),
