@@ -291,6 +291,10 @@ pub fn apply_params(
             actual: size,
         });
     }
+    if g.out_size == 0 || g.out_size > MAX_OUT_SIZE {
+        let what = format!("out_size must be 1..={MAX_OUT_SIZE}, got {}", g.out_size);
+        return Err(AugmentError::InvalidConfig(what));
+    }
     let map = g.output_to_source();
     let (mut twin, mut defect, mask) =
         warp::warp_triple(&triple.twin, &triple.defect, &triple.mask, &map, g.out_size);
