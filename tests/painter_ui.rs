@@ -458,3 +458,34 @@ fn middle_drag_pans_without_painting() {
     assert_eq!(after.zoom, before.zoom);
     assert!(mask(&h).iter().all(|&p| p == 0), "panning painted");
 }
+
+#[test]
+fn a_failed_load_is_shown_and_not_retried_in_a_loop() {
+    let (mut h, rx) = setup();
+    h.state_mut().selection.current = Some("b".into());
+    h.run_steps(2);
+    let loads = drain(&rx)
+        .into_iter()
+        .filter(|c| matches!(c, Command::LoadImage { id } if id == "b"))
+        .count();
+    assert_eq!(loads, 1);
+    h.state_mut()
+        .pane
+        .on_load_failed("b.png: not a readable image".into());
+    h.run_steps(3);
+    assert!(
+        h.query_by_label_contains("Cannot open b").is_some(),
+        "the error is shown"
+    );
+    assert!(
+        drain(&rx).is_empty(),
+        "no new request while the selection stays on the broken image"
+    );
+    h.state_mut().selection.current = Some("c".into());
+    h.run_steps(2);
+    assert!(
+        drain(&rx)
+            .iter()
+            .any(|c| matches!(c, Command::LoadImage { id } if id == "c"))
+    );
+}

@@ -230,6 +230,9 @@ impl StudioApp {
                 if self.progress.as_ref().is_some_and(|p| p.job == job) {
                     self.progress = None;
                 }
+                if job == JobKind::LoadImage {
+                    self.painter.on_load_failed(message.clone());
+                }
                 self.status.error(format!("{job:?} failed: {message}"));
             }
         }
@@ -394,6 +397,25 @@ impl eframe::App for StudioApp {
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
             }
         }
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        // Unsaved strokes go to the worker, which finishes its queue before it stops.
+        let Self {
+            painter,
+            project,
+            selection,
+            status,
+            commands,
+            ..
+        } = self;
+        let mut cx = PaneContext {
+            project: project.as_ref(),
+            selection,
+            commands,
+            status,
+        };
+        painter.flush(&mut cx);
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

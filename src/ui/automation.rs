@@ -41,6 +41,7 @@ pub struct ScrollBench {
     frame_cpu_ms: Vec<f64>,
     frame_interval_ms: Vec<f64>,
     last_frame: Option<Instant>,
+    reported: bool,
 }
 
 /// What the app should do after a frame.
@@ -72,6 +73,7 @@ impl Automation {
             frame_cpu_ms: Vec::new(),
             frame_interval_ms: Vec::new(),
             last_frame: None,
+            reported: false,
         }))
     }
 
@@ -133,6 +135,9 @@ impl Automation {
 
 impl ScrollBench {
     fn after_frame(&mut self, ready: bool, app_start: Instant, cpu: Duration) -> Step {
+        if self.reported {
+            return Step::Close;
+        }
         let now = Instant::now();
         if ready && self.first_thumbnail.is_none() {
             self.first_thumbnail = Some(app_start.elapsed());
@@ -147,6 +152,7 @@ impl ScrollBench {
             self.last_frame = Some(now);
             if started.elapsed() >= self.duration {
                 println!("{}", self.report());
+                self.reported = true;
                 return Step::Close;
             }
         }

@@ -146,6 +146,8 @@ pub struct PainterPane {
     save_wanted: bool,
     /// The project whose box margin the margin field was last set from.
     margin_project: Option<std::path::PathBuf>,
+    /// An image that could not be loaded, and why (shown instead of "Loading…").
+    failed: Option<(String, String)>,
 }
 
 impl Default for PainterPane {
@@ -167,6 +169,7 @@ impl PainterPane {
             last_edit: 0.0,
             save_wanted: false,
             margin_project: None,
+            failed: None,
         }
     }
 
@@ -197,9 +200,24 @@ impl PainterPane {
             box_rects: None,
         });
         self.requested = None;
+        self.failed = None;
         self.gesture = Gesture::default();
         self.save_wanted = false;
         self.canvas.reset_view();
+    }
+
+    /// Notes that the image requested last could not be loaded (from `Event::JobFailed`).
+    pub fn on_load_failed(&mut self, message: String) {
+        if let Some(id) = self.requested.take() {
+            self.failed = Some((id, message));
+        }
+    }
+
+    /// Hands unsaved edits to the worker now (the window is closing).
+    pub fn flush(&mut self, cx: &mut PaneContext<'_>) {
+        if self.is_dirty() {
+            self.try_save(cx);
+        }
     }
 
     /// Notes that the worker wrote the masks of `id` (from `Event::MasksSaved`).
@@ -281,7 +299,8 @@ impl PainterPane {
         let target = self
             .requested
             .clone()
-            .or_else(|| self.loaded.as_ref().map(|l| l.id.clone()));
+            .or_else(|| self.loaded.as_ref().map(|l| l.id.clone()))
+            .or_else(|| self.failed.as_ref().map(|(id, _)| id.clone()));
         if want == target {
             return;
         }
@@ -295,6 +314,7 @@ impl PainterPane {
         };
         match cx.commands.send(Command::LoadImage { id: id.clone() }) {
             Ok(()) => {
+                self.failed = None;
                 self.requested = Some(id);
                 self.loaded = None;
                 self.gesture = Gesture::default();
@@ -335,7 +355,12 @@ impl PainterPane {
             }
         }
         if self.loaded.is_none() {
-            if cx.selection.current.is_some() {
+            if let Some((id, message)) = &self.failed {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("Cannot open {id}: {message}"),
+                );
+            } else if cx.selection.current.is_some() {
                 ui.label("Loading…");
             } else {
                 ui.label("Select an image in the browser to paint its masks.");
