@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+pkgs=(xvfb libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6)
 need=()
-command -v Xvfb >/dev/null 2>&1 || need+=(xvfb xauth)
-ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || need+=(libgl1 libgl1-mesa-dri libegl1)
-ldconfig -p 2>/dev/null | grep -q 'libxkbcommon-x11.so.0' || need+=(libxkbcommon-x11-0)
-ldconfig -p 2>/dev/null | grep -q 'libXcursor.so.1' || need+=(libxcursor1 libxrandr2 libxi6)
+if command -v dpkg-query >/dev/null 2>&1; then
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+    done
+fi
 if ((${#need[@]})) && command -v apt-get >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -221,13 +221,10 @@ impl ImageEntry {
         set
     }
 
-    /// The file name shown to people.
+    /// The short name shown to people: the last part of the id (file names repeat across
+    /// folders, ids do not).
     pub fn display_name(&self) -> &str {
-        self.path
-            .as_str()
-            .rsplit('/')
-            .next()
-            .unwrap_or(self.path.as_str())
+        self.id.rsplit('/').next().unwrap_or(&self.id)
     }
 }
 

@@ -5,6 +5,8 @@
 //!   a screenshot of the window to `out.png` and close.
 //! - `DTGAN_STUDIO_BENCH_SCROLL=SECONDS`: scroll the browser continuously for SECONDS after the
 //!   first thumbnails appear, then print one JSON line of timings to stdout and close.
+//!   `DTGAN_STUDIO_BENCH_SPEED=POINTS` sets the scroll per frame (default 40; 0 measures a
+//!   window that repaints without scrolling, i.e. the cost of drawing alone).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,6 +44,7 @@ pub struct ScrollBench {
     frame_interval_ms: Vec<f64>,
     last_frame: Option<Instant>,
     reported: bool,
+    speed: f32,
 }
 
 /// What the app should do after a frame.
@@ -74,13 +77,17 @@ impl Automation {
             frame_interval_ms: Vec::new(),
             last_frame: None,
             reported: false,
+            speed: std::env::var("DTGAN_STUDIO_BENCH_SPEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(40.0),
         }))
     }
 
     /// Pixels the browser should scroll this frame (benchmark only).
     pub fn scroll_speed(&self) -> Option<f32> {
         match self {
-            Automation::BenchScroll(b) if b.scroll_started.is_some() => Some(40.0),
+            Automation::BenchScroll(b) if b.scroll_started.is_some() => Some(b.speed),
             _ => None,
         }
     }
