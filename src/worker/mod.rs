@@ -50,16 +50,19 @@ impl WorkerHandle {
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
-        // Ask politely; the thread finishes its current job first. Never join while the event
-        // channel could be full: drain it as we wait.
-        let _ = self.commands.try_send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
-            while !t.is_finished() {
-                while self.events.try_recv().is_ok() {}
-                std::thread::sleep(std::time::Duration::from_millis(5));
+        // The worker finishes the commands queued before Shutdown (a last mask save, say). The
+        // queue may be full, so keep offering Shutdown, and drain events meanwhile so that the
+        // worker never waits on a full event channel.
+        let Some(t) = self.thread.take() else { return };
+        let mut asked = false;
+        while !t.is_finished() {
+            if !asked {
+                asked = self.commands.try_send(Command::Shutdown).is_ok();
             }
-            let _ = t.join();
+            while self.events.try_recv().is_ok() {}
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        let _ = t.join();
     }
 }
 
@@ -268,6 +271,25 @@ mod tests {
             .send(Command::OpenProject(dir.path().to_path_buf()))
             .expect("send");
         assert!(matches!(next_event(&h), Event::ProjectOpened(p) if p.root == dir.path()));
+    }
+
+    #[test]
+    fn dropping_the_handle_finishes_queued_saves_even_with_a_full_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands
+            .send(Command::OpenProject(dir.path().to_path_buf()))
+            .expect("send");
+        // Fill the queue to the brim with work that fails (no such image) and must not hang.
+        while h
+            .commands
+            .try_send(Command::LoadImage {
+                id: "missing".into(),
+            })
+            .is_ok()
+        {}
+        drop(h); // returns only once the thread has ended
+        assert!(dir.path().join(crate::project::MANIFEST_FILE).is_file());
     }
 
     #[test]
