@@ -1,13 +1,12 @@
-//! A real window: under Xvfb the studio binary opens the demo project and saves a screenshot,
-//! which must show the panes (not a blank window).
+//! A real window: under Xvfb the studio binary, started with no arguments on a fresh data folder
+//! (as `cargo run --release` does on first start), makes the demo project, opens it and saves a
+//! screenshot, which must show the panes (not a blank window).
 //!
 //! Needs `Xvfb` (scripts/test.sh installs it on Debian); uses `$DISPLAY` instead when set.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use dtgan_studio::demo::{DemoConfig, make_demo};
 
 struct Xvfb(Option<Child>, String);
 
@@ -56,16 +55,13 @@ fn display() -> Xvfb {
 #[test]
 fn studio_window_shows_the_demo_project() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = dir.path().join("demo");
-    make_demo(&demo, &DemoConfig::default(), &|_, _| {}).expect("demo project");
+    let home = dir.path().join("home");
     let shot = dir.path().join("shot.png");
     let x = display();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dtgan-studio"))
-        .arg("open")
-        .arg(&demo)
         .env("DISPLAY", &x.1)
         .env_remove("WAYLAND_DISPLAY")
-        .env("DTGAN_STUDIO_HOME", dir.path().join("home"))
+        .env("DTGAN_STUDIO_HOME", &home)
         .env("DTGAN_STUDIO_SCREENSHOT", &shot)
         .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .stdout(Stdio::piped())
@@ -88,6 +84,17 @@ fn studio_window_shows_the_demo_project() {
         status.success(),
         "studio exited with {status}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = home.join("demo");
+    assert!(
+        demo.join("studio.json").is_file(),
+        "first start made the demo project"
+    );
+    let last = std::fs::read_to_string(home.join("last_project")).expect("last project remembered");
+    assert_eq!(
+        Path::new(last.trim_end()),
+        demo,
+        "and remembers it for the next start"
     );
     let img = image::open(&shot).expect("screenshot written").to_rgb8();
     assert!(
