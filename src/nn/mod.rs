@@ -50,7 +50,7 @@ pub(crate) mod testutil {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Standard-normal-ish f64 values (uniform in [-1, 1) is enough for these checks).
+    /// Seeded f64 values, uniform in [-1, 1).
     pub fn values(n: usize, seed: u64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
