@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -36,33 +36,9 @@ pub fn save_varmap(map: &VarMap, path: &Path) -> Result<(), NnError> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format_err(path, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        candle_core::safetensors::save(&tensors, &tmp).map_err(|e| format_err(path, e))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(path))?;
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // Serialise in memory, then reuse the project's one atomic write (temp + fsync + rename).
+    let bytes = safetensors::tensor::serialize(&tensors, None).map_err(|e| format_err(path, e))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(io_err(path))
 }
 
 /// Overwrites every variable of `map` with the tensor of the same name in the file `path`.
