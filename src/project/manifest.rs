@@ -190,6 +190,22 @@ pub struct ImageEntry {
     /// Every defect of a defect image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<Region>,
+    /// For images made by the generator: how to make exactly this file again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<Provenance>,
+}
+
+/// Where a synthetic image came from: enough to reproduce it bit for bit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The defect-free source image (a project id, or a path for images from outside).
+    pub source: String,
+    /// How the mask was made (`painted`, `random`, `stamp:<image id>`, or a file path).
+    pub mask_source: String,
+    /// SHA-256 of the generator checkpoint file, hex.
+    pub checkpoint: String,
+    /// The seed of this image's random draws.
+    pub seed: u64,
 }
 
 impl ImageEntry {
@@ -209,6 +225,7 @@ impl ImageEntry {
             twin_of: None,
             twin_status: None,
             regions: Vec::new(),
+            synthetic: None,
         }
     }
 
