@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod dtgan;
 pub mod fsutil;
 pub mod imaging;
 pub mod nn;

@@ -17,7 +17,7 @@ use candle_nn::{Init, ModuleT, VarBuilder, VarMap};
 const NORM_EPS: f64 = 1e-12;
 
 /// Shape and options of a [`SnConv2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SnConv2dConfig {
     /// Input channels.
     pub in_channels: usize,
@@ -33,6 +33,14 @@ pub struct SnConv2dConfig {
     pub dilation: usize,
     /// Whether a per-channel bias is added.
     pub bias: bool,
+    /// The normalised weight is `gain * W / sigma`: 1 keeps the layer 1-Lipschitz (critics).
+    pub gain: f64,
+    /// Make the gain a trainable scalar, as in weight normalisation, stored as its logarithm
+    /// (`<prefix>.log_gain`, starting at `ln(gain)`) so that an optimizer step changes it by a
+    /// fraction, never flips its sign. A generator needs this: with a fixed norm its layers
+    /// cannot scale their output down, and the only way left to keep a background unchanged is
+    /// to let the ReLUs die.
+    pub learn_gain: bool,
 }
 
 impl SnConv2dConfig {
@@ -46,6 +54,8 @@ impl SnConv2dConfig {
             padding: 0,
             dilation: 1,
             bias: true,
+            gain: 1.0,
+            learn_gain: false,
         }
     }
 
@@ -65,6 +75,7 @@ pub struct SnConv2d {
     cfg: SnConv2dConfig,
     weight: Tensor,
     bias: Option<Tensor>,
+    gain: Option<Tensor>,
     u: Var,
 }
 
@@ -89,6 +100,11 @@ impl SnConv2d {
         )?;
         let bias = if cfg.bias {
             Some(vb.get_with_hints(cfg.out_channels, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        let gain = if cfg.learn_gain {
+            Some(vb.get_with_hints(1, "log_gain", Init::Const(cfg.gain.ln()))?)
         } else {
             None
         };
@@ -120,6 +136,7 @@ impl SnConv2d {
             cfg,
             weight,
             bias,
+            gain,
             u,
         })
     }
@@ -127,6 +144,11 @@ impl SnConv2d {
     /// The layer's configuration.
     pub fn config(&self) -> &SnConv2dConfig {
         &self.cfg
+    }
+
+    /// The trainable log-gain, when the layer has one.
+    pub fn log_gain(&self) -> Option<&Tensor> {
+        self.gain.as_ref()
     }
 
     /// The raw, unnormalised weight (the trainable parameter).
@@ -139,7 +161,7 @@ impl SnConv2d {
         self.u.as_tensor().copy()
     }
 
-    /// Returns `(W / sigma, sigma)`.
+    /// Returns `(gain * W / sigma, sigma)`.
     ///
     /// Always `v = normalize(W^T u)`. With `train`, also `u = normalize(W v)` (one power-iteration
     /// step), and the refined `u` is stored; without it the stored `u` is used unchanged, which
@@ -160,7 +182,13 @@ impl SnConv2d {
             .matmul(&w_mat)?
             .matmul(&v.unsqueeze(1)?)?
             .reshape(())?;
-        Ok((self.weight.broadcast_div(&sigma)?, sigma))
+        let w = self.weight.broadcast_div(&sigma)?;
+        let w = match &self.gain {
+            Some(log_gain) => w.broadcast_mul(&log_gain.exp()?)?,
+            None if self.cfg.gain == 1.0 => w,
+            None => (w * self.cfg.gain)?,
+        };
+        Ok((w, sigma))
     }
 }
 

@@ -1,0 +1,279 @@
+//! End-to-end tests of training on small demo projects.
+
+use std::path::{Path, PathBuf};
+
+use super::config::{Preset, TrainConfig};
+use super::model::read_checkpoint;
+use super::run::{StopReason, TrainControl, TrainEvent, read_metrics};
+use super::train::{TrainError, TrainRequest, Trainer, train};
+use crate::demo::{DemoConfig, make_demo};
+use crate::nn::device::DeviceChoice;
+use crate::project::{Project, Role};
+
+/// A demo project with 64 px images; with `only_one`, a single defect image of `dark_spot`.
+fn project(dir: &Path, only_one: bool) -> PathBuf {
+    let root = dir.join("project");
+    let cfg = DemoConfig {
+        seed: 3,
+        size: 64,
+        good_per_group: 1,
+        defects_per_class_per_group: 2,
+    };
+    make_demo(&root, &cfg, &|_, _| {}).expect("demo");
+    if only_one {
+        let mut p = Project::open(&root).expect("open");
+        let keep = p
+            .manifest
+            .images
+            .iter()
+            .find(|e| e.role == Role::Defect && e.class.as_deref() == Some("dark_spot"))
+            .map(|e| e.id.clone())
+            .expect("a dark spot");
+        p.manifest.images.retain(|e| match e.role {
+            Role::Defect => e.id == keep,
+            Role::Template => e.twin_of.as_deref() == Some(keep.as_str()),
+            Role::Good => true,
+        });
+        p.save().expect("save");
+    }
+    root
+}
+
+fn request(project: &Path, run: &Path, config: TrainConfig) -> TrainRequest {
+    TrainRequest {
+        project: project.to_path_buf(),
+        class: "dark_spot".into(),
+        run: run.to_path_buf(),
+        config,
+        resume: false,
+        max_minutes: None,
+        device: DeviceChoice::Cpu,
+    }
+}
+
+#[test]
+fn overfits_one_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), true);
+    let mut cfg = TrainConfig::preset(Preset::Tiny);
+    // Crops of twice the model's side: the whole 64 px image, every time.
+    cfg.crop_side_scale = (2.0, 2.0);
+    cfg.max_rotation_deg = 0.0;
+    cfg.clahe_probability = 0.0;
+    cfg.brightness = 0.0;
+    cfg.contrast = 0.0;
+    cfg.flip = false;
+    let mut t = Trainer::open(&request(&root, &dir.path().join("run"), cfg)).expect("open");
+    assert_eq!(t.pair_counts(), (1, 1));
+    let before = t.validate().expect("validate").expect("one pair");
+    let mut after = before;
+    for step in 1..=300 {
+        t.step().expect("step");
+        if step % 25 == 0 {
+            after = t.validate().expect("validate").expect("one pair");
+            if after * 5.0 < before {
+                break;
+            }
+        }
+    }
+    assert!(
+        after * 5.0 < before,
+        "L1 inside the mask fell only from {before} to {after}"
+    );
+}
+
+fn generator_values(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (tensors, _) = read_checkpoint(path).expect("checkpoint");
+    let mut out: Vec<(String, Vec<f32>)> = tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("gen.") || k.starts_with("critic."))
+        .map(|(k, t)| {
+            let v = t.flatten_all().and_then(|t| t.to_vec1()).expect("values");
+            (k.clone(), v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn resumed_run_continues_the_same_curve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), false);
+    let mut cfg = TrainConfig::preset(Preset::Tiny);
+    cfg.steps = 20;
+    cfg.checkpoint_every = 10;
+    cfg.log_every = 1;
+    let control = TrainControl::new();
+
+    let straight = dir.path().join("straight");
+    let out = train(
+        &request(&root, &straight, cfg.clone()),
+        &control,
+        &mut |_| {},
+    )
+    .expect("20 steps");
+    assert_eq!((out.step, out.reason), (20, StopReason::Finished));
+
+    let split = dir.path().join("split");
+    let mut first = cfg.clone();
+    first.steps = 10;
+    train(&request(&root, &split, first), &control, &mut |_| {}).expect("10 steps");
+    let mut again = request(&root, &split, cfg);
+    again.resume = true;
+    let out = train(&again, &control, &mut |_| {}).expect("10 more");
+    assert_eq!(out.step, 20);
+
+    let a = generator_values(&straight.join("last.safetensors"));
+    let b = generator_values(&split.join("last.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name} differs by {worst}");
+    }
+    let ma = read_metrics(&straight.join("metrics.jsonl")).expect("metrics");
+    let mb = read_metrics(&split.join("metrics.jsonl")).expect("metrics");
+    let steps: Vec<u64> = mb.iter().map(|m| m.step).collect();
+    assert_eq!(
+        steps,
+        (1..=20).collect::<Vec<_>>(),
+        "one line per step, no repeats"
+    );
+    for (x, y) in ma.iter().zip(&mb) {
+        assert!(
+            (x.loss_g - y.loss_g).abs() < 1e-4,
+            "step {}: {} vs {}",
+            x.step,
+            x.loss_g,
+            y.loss_g
+        );
+    }
+}
+
+#[test]
+fn stop_saves_a_checkpoint_and_samples_are_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), false);
+    let mut cfg = TrainConfig::preset(Preset::Tiny);
+    cfg.log_every = 1;
+    cfg.sample_every = 3;
+    let run = dir.path().join("run");
+    let control = TrainControl::new();
+    let mut samples = Vec::new();
+    let stopper = control.clone();
+    let out = train(&request(&root, &run, cfg), &control, &mut |ev| match ev {
+        TrainEvent::Metrics(m) if m.step == 7 => stopper.stop(),
+        TrainEvent::Sample { step, path } => samples.push((step, path)),
+        _ => {}
+    })
+    .expect("train");
+    assert_eq!((out.step, out.reason), (7, StopReason::Stopped));
+    assert!(out.last.exists());
+    let steps: Vec<u64> = samples.iter().map(|s| s.0).collect();
+    assert_eq!(steps, vec![0, 3, 6]);
+    let grid = image::open(&samples[1].1).expect("grid png");
+    assert_eq!(grid.width(), 4 * 32 + 6, "twin | mask | generated | real");
+
+    // The folder now holds a run: starting afresh is refused, resuming is not.
+    let again = request(&root, &run, TrainConfig::preset(Preset::Tiny));
+    let err = Trainer::open(&again).err().expect("run exists");
+    assert!(matches!(err, TrainError::RunExists(_)), "{err}");
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), false);
+    let run = dir.path().join("run");
+    let mut t =
+        Trainer::open(&request(&root, &run, TrainConfig::preset(Preset::Tiny))).expect("open");
+    t.step().expect("a good step");
+    t.checkpoint().expect("checkpoint");
+    let saved = std::fs::read(run.join("last.safetensors")).expect("read");
+    {
+        let data = t.nets.gen_vars.data().lock().expect("lock");
+        let (_, var) = data.iter().next().expect("a variable");
+        let nan = var.ones_like().and_then(|o| o * f64::NAN).expect("nan");
+        var.set(&nan).expect("poison");
+    }
+    let err = t.step().expect_err("NaN must stop training");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TrainError::NonFinite { step: 2, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("last.safetensors"), "{msg}");
+    assert_eq!(
+        std::fs::read(run.join("last.safetensors")).expect("read"),
+        saved
+    );
+}
+
+#[test]
+fn class_without_twins_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), false);
+    let mut p = Project::open(&root).expect("open");
+    for e in &mut p.manifest.images {
+        e.twin = None;
+    }
+    p.save().expect("save");
+    let req = request(
+        &root,
+        &dir.path().join("run"),
+        TrainConfig::preset(Preset::Tiny),
+    );
+    let err = Trainer::open(&req).err().expect("no twins").to_string();
+    assert!(
+        err.contains("dark_spot") && err.contains("no defect-free twin"),
+        "{err}"
+    );
+    let mut resume = req;
+    resume.resume = true;
+    let err = Trainer::open(&resume)
+        .err()
+        .expect("nothing to resume")
+        .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
+
+/// Benchmark, not a test: how fast each activation lets the generator fit one fixed batch
+/// (L1 terms only). `cargo test --release --lib dtgan::tests::bench_activations -- --ignored
+/// --nocapture`
+#[test]
+#[ignore]
+fn bench_activations() {
+    use super::config::Activation;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project(dir.path(), true);
+    let p = Project::open(&root).expect("project");
+    let pairs = super::data::collect_pairs(&p, "dark_spot").expect("pairs");
+    let pair = super::data::load_pair(&pairs[0]).expect("pair");
+    let crop = super::data::center_crop(&pair, 32, 32).expect("crop");
+    let dev = candle_core::Device::Cpu;
+    let (twin, real, mask) = super::data::batch_tensors(&[crop], &dev).expect("batch");
+    for activation in [Activation::Relu, Activation::LeakyRelu, Activation::Elu] {
+        for lr in [1e-3, 3e-3] {
+            let mut cfg = TrainConfig::preset(Preset::Tiny);
+            cfg.model.activation = activation;
+            let nets = super::model::Dtgan::new(&cfg.model, &dev, 0).expect("nets");
+            nets.generator.calibrate(&twin, &mask).expect("calibrate");
+            let mut opt = super::adam::Adam::new(&nets.gen_vars, lr, 0.5, 0.9).expect("adam");
+            let mut curve = Vec::new();
+            for step in 0..=200 {
+                let fake = nets.generator.forward(&twin, &mask, true).expect("forward");
+                let (inside, outside) = super::model::masked_l1(&fake, &real, &mask).expect("l1");
+                if step % 40 == 0 {
+                    curve.push(format!("{:.3}", inside.to_scalar::<f32>().expect("scalar")));
+                }
+                let loss = (inside + (outside * cfg.loss.c2).expect("scale")).expect("loss");
+                opt.backward_step(&loss).expect("step");
+            }
+            eprintln!("{activation:?} lr {lr}: L1 inside at steps 0, 40, ..., 200: {curve:?}");
+        }
+    }
+}
