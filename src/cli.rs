@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::demo::{DemoConfig, make_demo};
 use crate::project::Project;
 use crate::project::detect::detect_layout;
+use crate::project::export::{ExportFormat, ExportOptions, export_with};
 use crate::project::import::{ImportRequest, Layout, import};
 use crate::project::masks::derive_box_masks;
 use crate::project::stats::ProjectStats;
@@ -75,6 +76,24 @@ pub enum CliCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Export the images for training a classifier (ImageFolder) or detector (COCO).
+    Export {
+        /// The project folder.
+        #[arg(long)]
+        project: PathBuf,
+        /// Output layout.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Target folder (created; must be empty if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Leave synthetic defect images out.
+        #[arg(long)]
+        no_synthetic: bool,
+        /// Include templates (defect-free twins) as `good` images.
+        #[arg(long)]
+        templates: bool,
     },
     /// Mask operations.
     Masks {
@@ -196,6 +215,28 @@ pub fn run(command: CliCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print_info(&p, &stats);
+            }
+        }
+        CliCommand::Export {
+            project,
+            format,
+            out,
+            no_synthetic,
+            templates,
+        } => {
+            let p = Project::open(&project)?;
+            let options = ExportOptions {
+                include_synthetic: !no_synthetic,
+                include_templates: templates,
+            };
+            let bar = progress_bar("export");
+            let mut progress = report(&bar);
+            let summary = export_with(&p, format, &options, &out, &mut progress)
+                .with_context(|| format!("exporting {}", project.display()))?;
+            bar.finish_and_clear();
+            println!("{summary}");
+            for s in &summary.skipped {
+                eprintln!("skipped: {}: {}", s.id, s.reason);
             }
         }
         CliCommand::Masks {

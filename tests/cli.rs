@@ -108,3 +108,87 @@ fn failures_exit_non_zero_with_one_clear_line() {
     let err = stderr_of(&out);
     assert!(err.contains("studio.json") && err.contains(".."), "{err}");
 }
+
+#[test]
+fn export_imagefolder_then_refuse_a_non_empty_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proj = dir.path().join("demo");
+    let p = proj.to_str().expect("utf-8 temp path");
+    let args = [
+        "demo",
+        "--out",
+        p,
+        "--size",
+        "64",
+        "--good-per-group",
+        "2",
+        "--defects-per-class",
+        "1",
+    ];
+    let out = studio(&args, dir.path());
+    assert!(out.status.success(), "demo failed: {}", stderr_of(&out));
+
+    let export_dir = dir.path().join("export");
+    let e = export_dir.to_str().expect("utf-8");
+    let args = [
+        "export",
+        "--project",
+        p,
+        "--format",
+        "imagefolder",
+        "--out",
+        e,
+    ];
+    let out = studio(&args, dir.path());
+    assert!(out.status.success(), "export failed: {}", stderr_of(&out));
+
+    // Class folders hold exactly the manifest's good images and defect images per class.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(proj.join("studio.json")).expect("manifest"))
+            .expect("json");
+    let mut want = std::collections::BTreeMap::<String, usize>::new();
+    for img in manifest["images"].as_array().expect("images") {
+        let class = match img["role"].as_str().expect("role") {
+            "good" => "good",
+            "defect" => img["class"].as_str().expect("demo defects have a class"),
+            _ => continue,
+        };
+        *want.entry(class.to_owned()).or_default() += 1;
+    }
+    let mut got = std::collections::BTreeMap::<String, usize>::new();
+    for entry in std::fs::read_dir(&export_dir).expect("list export") {
+        let entry = entry.expect("entry");
+        if entry.path().is_dir() {
+            let n = std::fs::read_dir(entry.path()).expect("list class").count();
+            got.insert(entry.file_name().to_string_lossy().into_owned(), n);
+        }
+    }
+    assert_eq!(got, want);
+    let total: usize = want.values().sum();
+    let index = std::fs::read_to_string(export_dir.join("index.csv")).expect("index.csv");
+    assert_eq!(
+        index.lines().count(),
+        total + 1,
+        "header plus one row per image"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("exported {total} images")),
+        "{stdout}"
+    );
+
+    // The same folder again: refused in one line naming it, nothing touched.
+    let before = std::fs::read(export_dir.join("index.csv")).expect("index");
+    let out = studio(&args, dir.path());
+    assert!(!out.status.success(), "a non-empty --out must be refused");
+    let err = stderr_of(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    assert!(
+        err.starts_with("error: ") && err.contains(e) && err.contains("not empty"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(export_dir.join("index.csv")).expect("index"),
+        before
+    );
+}

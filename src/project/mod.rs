@@ -9,6 +9,7 @@
 //! ```
 
 pub mod detect;
+pub mod export;
 pub mod import;
 pub mod manifest;
 pub mod masks;
