@@ -3,6 +3,8 @@
 //! `dtgan-studio` with no arguments opens the studio; each subcommand calls the same library
 //! functions as the GUI.
 
+mod model;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -101,6 +103,8 @@ pub enum CliCommand {
         #[command(subcommand)]
         op: MasksOp,
     },
+    /// Train the defect-transfer GAN on one class of a project.
+    Train(model::TrainArgs),
     /// Open the studio on a project.
     Open {
         /// The project folder.
@@ -153,6 +157,7 @@ fn report(bar: &ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
 /// Runs a headless subcommand (everything but opening the studio).
 pub fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
+        CliCommand::Train(args) => model::run_train(&args)?,
         CliCommand::Demo {
             out,
             seed,
