@@ -3,6 +3,7 @@
 //! `dtgan-studio` with no arguments opens the studio; each subcommand calls the same library
 //! functions as the GUI.
 
+mod generate;
 mod model;
 
 use std::path::PathBuf;
@@ -105,6 +106,12 @@ pub enum CliCommand {
     },
     /// Train the defect-transfer GAN on one class of a project.
     Train(model::TrainArgs),
+    /// Paint new defects into defect-free images with a trained generator.
+    Generate(generate::GenerateArgs),
+    /// Measure the seams of each composite mode on real pairs.
+    Seams(generate::SeamsArgs),
+    /// Time training steps per preset and generation per image size.
+    Bench(generate::BenchArgs),
     /// Open the studio on a project.
     Open {
         /// The project folder.
@@ -158,6 +165,9 @@ fn report(bar: &ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
 pub fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
         CliCommand::Train(args) => model::run_train(&args)?,
+        CliCommand::Generate(args) => generate::run_generate(&args)?,
+        CliCommand::Seams(args) => generate::run_seams(&args)?,
+        CliCommand::Bench(args) => generate::run_bench(&args)?,
         CliCommand::Demo {
             out,
             seed,

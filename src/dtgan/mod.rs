@@ -5,12 +5,15 @@
 //! defect there. See [`nets`] for the architecture and [`train`] for the training loop.
 
 pub mod adam;
+pub mod batch;
 pub mod config;
 pub mod model;
 pub mod nets;
 
 pub use config::{Activation, LossWeights, ModelConfig, Preset, TrainConfig};
 pub mod data;
+pub mod generate;
+pub mod masks;
 pub mod run;
 pub mod train;
 
