@@ -11,8 +11,12 @@ use std::sync::Arc;
 
 use image::{GrayImage, RgbImage};
 
-use crate::project::Project;
+use crate::dtgan::batch::BatchRequest;
+use crate::dtgan::generate::Composite;
+use crate::dtgan::run::{StepMetrics, TrainEvent, TrainOutcome};
+use crate::dtgan::train::TrainRequest;
 use crate::project::import::ImportRequest;
+use crate::project::{Project, Provenance};
 
 /// Capacity of the command channel (UI -> worker).
 pub const COMMAND_CAPACITY: usize = 64;
@@ -34,6 +38,27 @@ pub enum JobKind {
     SaveMasks,
     /// Deriving box masks for the whole project.
     DeriveBoxes,
+    /// Training the defect-transfer GAN.
+    Train,
+    /// Reading a training run's files.
+    LoadRun,
+    /// Generating one image.
+    Generate,
+    /// Generating a batch.
+    Batch,
+    /// Saving a generated image into the project.
+    SaveSynthetic,
+}
+
+/// Pause, resume or stop the running training (obeyed between steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainingControl {
+    /// Pause after the current step.
+    Pause,
+    /// Continue.
+    Resume,
+    /// Save a checkpoint and stop.
+    Stop,
 }
 
 /// What the UI asks the worker to do.
@@ -68,6 +93,38 @@ pub enum Command {
     DeriveBoxes {
         /// Margin in pixels around each region.
         margin: u32,
+    },
+    /// Start a training run on its own thread (one at a time).
+    StartTraining(Box<TrainRequest>),
+    /// Control the running training.
+    ControlTraining(TrainingControl),
+    /// Read a run's metrics, sample grids and configuration.
+    LoadRun(PathBuf),
+    /// Paint a defect into `image` at `mask` with the generator of `run`.
+    Generate {
+        /// Run folder or checkpoint.
+        run: PathBuf,
+        /// The defect-free image.
+        image: Arc<RgbImage>,
+        /// The mask (0/255).
+        mask: GrayImage,
+        /// Which pixels change.
+        composite: Composite,
+        /// Echoed in the answer, so stale results can be told apart.
+        ticket: u64,
+    },
+    /// Make a batch of generated images (files, masks, manifest).
+    GenerateBatch(Box<BatchRequest>),
+    /// Add a generated image and its mask to the open project's synthetic set.
+    SaveSynthetic {
+        /// The defect class.
+        class: String,
+        /// The generated image.
+        image: RgbImage,
+        /// Its mask.
+        mask: GrayImage,
+        /// How it was made.
+        provenance: Provenance,
     },
     /// Finish and end the thread.
     Shutdown,
@@ -111,6 +168,31 @@ pub enum Event {
         job: JobKind,
         /// What was done, in words.
         message: String,
+    },
+    /// News from the running training (metrics and samples may be dropped when the UI is slow;
+    /// `metrics.jsonl` keeps them all).
+    Training(TrainEvent),
+    /// The training thread ended: how, or why it failed.
+    TrainingEnded(Result<TrainOutcome, String>),
+    /// A run's files, read.
+    RunLoaded {
+        /// The run folder.
+        run: PathBuf,
+        /// Every metrics line.
+        metrics: Vec<StepMetrics>,
+        /// Every sample grid, by step.
+        samples: Vec<(u64, PathBuf)>,
+    },
+    /// A generated image.
+    Generated {
+        /// The request's ticket.
+        ticket: u64,
+        /// The result.
+        image: RgbImage,
+        /// Time the generator took, milliseconds.
+        millis: f64,
+        /// SHA-256 of the checkpoint used.
+        checkpoint_sha256: String,
     },
     /// A job failed; the worker lives on.
     JobFailed {

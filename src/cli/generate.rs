@@ -155,9 +155,11 @@ pub fn run_seams(args: &SeamsArgs) -> anyhow::Result<()> {
             let out = g.generate(&crop.twin, &crop.mask, *mode)?;
             let region = match mode {
                 Composite::None => match g.tile_for(&crop.mask) {
-                    Some(t) => {
-                        crate::imaging::boxes::box_mask_from_rects(2 * side as u32, 2 * side as u32, &[t])
-                    }
+                    Some(t) => crate::imaging::boxes::box_mask_from_rects(
+                        2 * side as u32,
+                        2 * side as u32,
+                        &[t],
+                    ),
                     None => continue,
                 },
                 _ => composite_region(&crop.mask, *mode),
@@ -170,7 +172,11 @@ pub fn run_seams(args: &SeamsArgs) -> anyhow::Result<()> {
     }
     println!("composite  seam error (mean |generated - real| within 2 px of the boundary, 0-255)");
     for (mode, (sum, n)) in modes.iter().zip(totals) {
-        println!("{:<10} {:.2}  ({n} pairs)", mode.to_string(), sum / n.max(1) as f64);
+        println!(
+            "{:<10} {:.2}  ({n} pairs)",
+            mode.to_string(),
+            sum / n.max(1) as f64
+        );
     }
     Ok(())
 }
@@ -222,7 +228,10 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
         let per_step = started.elapsed().as_secs_f64() / args.steps.max(1) as f64;
         t.save(&dir.join(format!("{}.safetensors", preset.name())))?;
-        let g = DefectGenerator::load(&dir.join(format!("{}.safetensors", preset.name())), DeviceChoice::Auto)?;
+        let g = DefectGenerator::load(
+            &dir.join(format!("{}.safetensors", preset.name())),
+            DeviceChoice::Auto,
+        )?;
         let mut latencies = Vec::new();
         for &side in &args.sizes {
             let img = RgbImage::from_pixel(side as u32, side as u32, image::Rgb([90, 90, 90]));
@@ -238,7 +247,10 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             for _ in 0..3 {
                 g.generate(&img, &mask, Composite::Mask)?;
             }
-            latencies.push(format!("{side}: {:.0}", started.elapsed().as_secs_f64() * 1000.0 / 3.0));
+            latencies.push(format!(
+                "{side}: {:.0}",
+                started.elapsed().as_secs_f64() * 1000.0 / 3.0
+            ));
         }
         println!(
             "{:<7} {:<5} {:<6} {:<6} {:<8.2} {}",

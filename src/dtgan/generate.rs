@@ -63,7 +63,9 @@ impl std::str::FromStr for Composite {
                 .strip_prefix("dilated:")
                 .and_then(|k| k.parse().ok())
                 .map(Composite::Dilated)
-                .ok_or_else(|| format!("composite mode must be none, mask or dilated:K, not `{s}`")),
+                .ok_or_else(|| {
+                    format!("composite mode must be none, mask or dilated:K, not `{s}`")
+                }),
         }
     }
 }

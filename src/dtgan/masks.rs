@@ -126,7 +126,10 @@ mod tests {
             let m = random_blob(96, 64, &spec, &mut rng);
             let area = crate::imaging::io::mask_area(&m) as f32;
             let pi = std::f32::consts::PI;
-            assert!(area >= 0.8 * pi * 25.0 && area <= 1.2 * pi * 100.0, "area {area}");
+            assert!(
+                area >= 0.8 * pi * 25.0 && area <= 1.2 * pi * 100.0,
+                "area {area}"
+            );
             let b = mask_bbox(&m).expect("not empty");
             assert!(b.right() <= 96 && b.bottom() <= 64);
             assert!(m.pixels().all(|p| p[0] == 0 || p[0] == 255));
@@ -144,11 +147,18 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         for _ in 0..20 {
             let m = stamp_mask(&src, 50, 30, (1.0, 1.0), &mut rng).expect("fits");
-            assert_eq!(crate::imaging::io::mask_area(&m), 48, "area kept at scale 1");
+            assert_eq!(
+                crate::imaging::io::mask_area(&m),
+                48,
+                "area kept at scale 1"
+            );
             let b = mask_bbox(&m).expect("not empty");
             assert!((b.w, b.h) == (12, 4) || (b.w, b.h) == (4, 12), "{b:?}");
         }
-        assert!(stamp_mask(&src, 8, 8, (1.0, 1.0), &mut rng).is_none(), "too big to fit");
+        assert!(
+            stamp_mask(&src, 8, 8, (1.0, 1.0), &mut rng).is_none(),
+            "too big to fit"
+        );
         assert!(stamp_mask(&GrayImage::new(9, 9), 50, 50, (1.0, 1.0), &mut rng).is_none());
     }
 }

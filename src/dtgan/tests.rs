@@ -247,7 +247,12 @@ fn tiny_run(dir: &Path) -> (PathBuf, PathBuf) {
     let run = dir.join("run");
     let mut cfg = TrainConfig::preset(Preset::Tiny);
     cfg.steps = 5;
-    train(&request(&root, &run, cfg), &TrainControl::new(), &mut |_| {}).expect("train");
+    train(
+        &request(&root, &run, cfg),
+        &TrainControl::new(),
+        &mut |_| {},
+    )
+    .expect("train");
     (root, run)
 }
 
@@ -291,7 +296,10 @@ fn generation_changes_only_the_composite_region() {
         assert!(changed > 0, "{mode}: nothing was generated");
     }
     let empty = image::GrayImage::new(w, h);
-    assert_eq!(g.generate(&image, &empty, Composite::None).expect("empty"), image);
+    assert_eq!(
+        g.generate(&image, &empty, Composite::None).expect("empty"),
+        image
+    );
 }
 
 #[test]

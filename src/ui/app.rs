@@ -8,8 +8,10 @@ use egui_tiles::{Tile, TileId, Tiles, Tree};
 
 use super::automation::{Automation, Step};
 use super::browser::BrowserPane;
+use super::generation::GenerationPane;
 use super::painter::PainterPane;
 use super::picker::FolderPicker;
+use super::training::TrainingPane;
 use super::{CommandSender, PaneContext, Selection, StatusLine};
 use crate::project::Project;
 use crate::protocol::{Command, Event, JobKind};
@@ -29,6 +31,10 @@ pub enum PaneKind {
     Browser,
     /// The mask / box-mask painter.
     Painter,
+    /// The training monitor.
+    Training,
+    /// The generation canvas.
+    Generation,
 }
 
 impl PaneKind {
@@ -36,6 +42,8 @@ impl PaneKind {
         match self {
             PaneKind::Browser => "Dataset",
             PaneKind::Painter => "Mask painter",
+            PaneKind::Training => "Training",
+            PaneKind::Generation => "Generation",
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct StudioApp {
     tree: Tree<PaneKind>,
     browser: BrowserPane,
     painter: PainterPane,
+    training: TrainingPane,
+    generation: GenerationPane,
     project: Option<Arc<Project>>,
     selection: Selection,
     status: StatusLine,
@@ -111,6 +121,8 @@ impl StudioApp {
             tree,
             browser,
             painter: PainterPane::default(),
+            training: TrainingPane::new(),
+            generation: GenerationPane::new(),
             project: None,
             selection: Selection::default(),
             status: StatusLine::default(),
@@ -210,8 +222,35 @@ impl StudioApp {
                 mask,
                 box_mask,
             } => {
-                self.painter.set_image(id, image, mask, box_mask);
+                if self.generation.wants(&id) {
+                    self.generation.set_source(id, image);
+                } else {
+                    self.painter.set_image(id, image, mask, box_mask);
+                }
             }
+            Event::Training(ev) => self.training.on_event(ev),
+            Event::TrainingEnded(result) => {
+                match &result {
+                    Ok(o) => self
+                        .status
+                        .info(format!("training ended at step {}", o.step)),
+                    Err(e) => self.status.error(format!("training failed: {e}")),
+                }
+                self.training.on_ended(&result);
+            }
+            Event::RunLoaded {
+                run,
+                metrics,
+                samples,
+            } => self.training.on_run_loaded(run, metrics, samples),
+            Event::Generated {
+                ticket,
+                image,
+                millis,
+                checkpoint_sha256,
+            } => self
+                .generation
+                .on_generated(ticket, image, millis, checkpoint_sha256),
             Event::MasksSaved { id } => {
                 self.painter.on_masks_saved(&id);
                 self.status.info(format!("Saved masks of {id}"));
@@ -368,10 +407,15 @@ impl eframe::App for StudioApp {
                 self.selection.current = self.first_masked_defect();
             }
         }
+        if let Some(run) = self.training.take_generation_choice() {
+            self.generation.set_run(run);
+        }
         let Self {
             tree,
             browser,
             painter,
+            training,
+            generation,
             project,
             selection,
             status,
@@ -387,6 +431,8 @@ impl eframe::App for StudioApp {
         let mut behavior = Behavior {
             browser,
             painter,
+            training,
+            generation,
             cx: &mut cx,
         };
         egui::CentralPanel::default().show(ui, |ui| tree.ui(&mut behavior, ui));
@@ -427,6 +473,8 @@ impl eframe::App for StudioApp {
 struct Behavior<'a, 'c> {
     browser: &'a mut BrowserPane,
     painter: &'a mut PainterPane,
+    training: &'a mut TrainingPane,
+    generation: &'a mut GenerationPane,
     cx: &'a mut PaneContext<'c>,
 }
 
@@ -444,6 +492,8 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
         match pane {
             PaneKind::Browser => self.browser.ui(ui, self.cx),
             PaneKind::Painter => self.painter.ui(ui, self.cx),
+            PaneKind::Training => self.training.ui(ui, self.cx),
+            PaneKind::Generation => self.generation.ui(ui, self.cx),
         }
         egui_tiles::UiResponse::None
     }
@@ -456,13 +506,15 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
     }
 }
 
-/// Browser on the left, painter on the right.
+/// Browser on the left; painter, training and generation as tabs on the right.
 pub fn default_tree() -> Tree<PaneKind> {
     let mut tiles = Tiles::default();
     let browser = tiles.insert_pane(PaneKind::Browser);
     let painter = tiles.insert_pane(PaneKind::Painter);
+    let training = tiles.insert_pane(PaneKind::Training);
+    let generation = tiles.insert_pane(PaneKind::Generation);
     let browser_tab = tiles.insert_tab_tile(vec![browser]);
-    let painter_tab = tiles.insert_tab_tile(vec![painter]);
+    let painter_tab = tiles.insert_tab_tile(vec![painter, training, generation]);
     let root = tiles.insert_horizontal_tile(vec![browser_tab, painter_tab]);
     if let Some(Tile::Container(egui_tiles::Container::Linear(linear))) = tiles.get_mut(root) {
         linear.shares.set_share(browser_tab, 0.42);
@@ -473,7 +525,14 @@ pub fn default_tree() -> Tree<PaneKind> {
 
 /// A stored layout is used only if it still holds every pane (older versions had fewer).
 fn tree_is_complete(tree: &Tree<PaneKind>) -> bool {
-    [PaneKind::Browser, PaneKind::Painter].iter().all(|kind| {
+    [
+        PaneKind::Browser,
+        PaneKind::Painter,
+        PaneKind::Training,
+        PaneKind::Generation,
+    ]
+    .iter()
+    .all(|kind| {
         tree.tiles
             .iter()
             .any(|(_, t)| matches!(t, Tile::Pane(p) if p == kind))

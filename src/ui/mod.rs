@@ -7,10 +7,12 @@ pub mod app;
 pub mod automation;
 pub mod browser;
 pub mod canvas;
+pub mod generation;
 pub mod import_dialog;
 pub mod painter;
 pub mod picker;
 pub mod thumbnails;
+pub mod training;
 
 use std::sync::Arc;
 

@@ -20,6 +20,8 @@ use crate::project::masks::{derive_box_masks, load_image_with_masks, store_masks
 use crate::protocol::{COMMAND_CAPACITY, Command, EVENT_CAPACITY, Event, JobKind};
 use crate::settings::Settings;
 
+mod model;
+
 /// Called after each event so the UI wakes up.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
@@ -91,6 +93,15 @@ impl EventSink {
         (self.waker)();
     }
 
+    /// Delivers an event if there is room; otherwise counts it as dropped.
+    pub fn lossy(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = self.tx.try_send(Event::ProgressDropped(n));
+        }
+        (self.waker)();
+    }
+
     /// Delivers progress if there is room; otherwise counts it as dropped.
     pub fn progress(&self, job: JobKind, done: usize, total: usize) {
         if self
@@ -109,6 +120,7 @@ struct Worker {
     sink: EventSink,
     project: Option<Project>,
     settings: Option<Settings>,
+    models: model::Models,
 }
 
 impl Worker {
@@ -117,6 +129,7 @@ impl Worker {
             sink: EventSink::new(tx, waker),
             project: None,
             settings,
+            models: model::Models::default(),
         }
     }
 
@@ -147,6 +160,8 @@ impl Worker {
                 });
             }
         }
+        // A running training saves a checkpoint and stops before the worker ends.
+        self.models.shutdown();
     }
 
     fn project_mut(&mut self) -> anyhow::Result<&mut Project> {
@@ -221,6 +236,23 @@ impl Worker {
                     format!("{n} box masks derived (margin {margin} px)"),
                 );
             }
+            Command::StartTraining(req) => self.start_training(*req)?,
+            Command::ControlTraining(c) => self.models.control(c),
+            Command::LoadRun(run) => self.load_run(run)?,
+            Command::Generate {
+                run,
+                image,
+                mask,
+                composite,
+                ticket,
+            } => self.generate(&run, &image, &mask, composite, ticket)?,
+            Command::GenerateBatch(req) => self.generate_batch(&req)?,
+            Command::SaveSynthetic {
+                class,
+                image,
+                mask,
+                provenance,
+            } => self.save_synthetic(&class, &image, &mask, provenance)?,
             Command::Shutdown => {}
         }
         Ok(())
@@ -239,6 +271,11 @@ fn job_of(cmd: &Command) -> JobKind {
         Command::LoadImage { .. } => JobKind::LoadImage,
         Command::SaveMasks { .. } => JobKind::SaveMasks,
         Command::DeriveBoxes { .. } => JobKind::DeriveBoxes,
+        Command::StartTraining(_) | Command::ControlTraining(_) => JobKind::Train,
+        Command::LoadRun(_) => JobKind::LoadRun,
+        Command::Generate { .. } => JobKind::Generate,
+        Command::GenerateBatch(_) => JobKind::Batch,
+        Command::SaveSynthetic { .. } => JobKind::SaveSynthetic,
     }
 }
 

@@ -1,0 +1,317 @@
+//! The worker's model jobs: a training thread it owns and controls, run files, generation
+//! (with the loaded generator cached), batches, and saving generated images into the project.
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use image::{DynamicImage, GrayImage, RgbImage};
+
+use super::Worker;
+use crate::dtgan::batch::{BatchRequest, generate_batch};
+use crate::dtgan::generate::{Composite, DefectGenerator};
+use crate::dtgan::run::{RunDir, TrainControl, read_metrics};
+use crate::dtgan::train::{TrainRequest, train};
+use crate::imaging::io::{save_mask, save_png};
+use crate::project::{ImageEntry, Project, Provenance, RelPath, Role};
+use crate::protocol::{Event, JobKind, TrainingControl};
+
+/// Model state kept by the worker between commands.
+#[derive(Default)]
+pub(super) struct Models {
+    training: Option<(TrainControl, JoinHandle<()>)>,
+    generator: Option<(PathBuf, DefectGenerator)>,
+}
+
+impl Models {
+    fn training_running(&self) -> bool {
+        self.training
+            .as_ref()
+            .is_some_and(|(_, t)| !t.is_finished())
+    }
+
+    /// Passes pause / resume / stop to the running training, if any.
+    pub(super) fn control(&self, c: TrainingControl) {
+        if let Some((control, _)) = &self.training {
+            match c {
+                TrainingControl::Pause => control.pause(),
+                TrainingControl::Resume => control.resume(),
+                TrainingControl::Stop => control.stop(),
+            }
+        }
+    }
+
+    /// Stops a running training (it saves a checkpoint) and waits for it.
+    pub(super) fn shutdown(&mut self) {
+        if let Some((control, thread)) = self.training.take() {
+            control.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn start_training(&mut self, req: TrainRequest) -> anyhow::Result<()> {
+        if self.models.training_running() {
+            anyhow::bail!("a training run is already going; stop it first");
+        }
+        let control = TrainControl::new();
+        let sink = self.sink.clone();
+        let thread_control = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("studio-trainer".into())
+            .spawn(move || {
+                let outcome = train(&req, &thread_control, &mut |ev| {
+                    sink.lossy(Event::Training(ev));
+                });
+                sink.send(Event::TrainingEnded(outcome.map_err(|e| e.to_string())));
+            })
+            .context("starting the training thread")?;
+        self.models.training = Some((control, thread));
+        Ok(())
+    }
+
+    pub(super) fn load_run(&mut self, run: PathBuf) -> anyhow::Result<()> {
+        let dir = RunDir::new(&run);
+        let metrics = if dir.metrics().exists() {
+            read_metrics(&dir.metrics())
+                .with_context(|| format!("reading {}", dir.metrics().display()))?
+        } else {
+            Vec::new()
+        };
+        if metrics.is_empty() && !dir.last().exists() {
+            anyhow::bail!(
+                "{} is not a training run (no metrics, no checkpoint)",
+                run.display()
+            );
+        }
+        let samples = dir.list_samples();
+        self.sink.send(Event::RunLoaded {
+            run,
+            metrics,
+            samples,
+        });
+        Ok(())
+    }
+
+    fn generator(&mut self, run: &Path) -> anyhow::Result<&DefectGenerator> {
+        let cached = self
+            .models
+            .generator
+            .as_ref()
+            .is_some_and(|(p, _)| p == run);
+        if !cached {
+            let g = DefectGenerator::load(run, crate::nn::device::DeviceChoice::Auto)
+                .with_context(|| format!("loading the generator of {}", run.display()))?;
+            self.models.generator = Some((run.to_path_buf(), g));
+        }
+        self.models
+            .generator
+            .as_ref()
+            .map(|(_, g)| g)
+            .context("generator vanished")
+    }
+
+    pub(super) fn generate(
+        &mut self,
+        run: &Path,
+        image: &RgbImage,
+        mask: &GrayImage,
+        composite: Composite,
+        ticket: u64,
+    ) -> anyhow::Result<()> {
+        let g = self.generator(run)?;
+        let started = Instant::now();
+        let out = g.generate(image, mask, composite)?;
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let checkpoint_sha256 = g.checkpoint_sha256.clone();
+        self.sink.send(Event::Generated {
+            ticket,
+            image: out,
+            millis,
+            checkpoint_sha256,
+        });
+        Ok(())
+    }
+
+    pub(super) fn generate_batch(&mut self, req: &BatchRequest) -> anyhow::Result<()> {
+        let sink = self.sink.clone();
+        let manifest = generate_batch(req, &mut |d, t| sink.progress(JobKind::Batch, d, t))
+            .with_context(|| format!("generating into {}", req.out.display()))?;
+        self.finished(
+            JobKind::Batch,
+            format!(
+                "{} images written to {}",
+                manifest.items.len(),
+                req.out.display()
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn save_synthetic(
+        &mut self,
+        class: &str,
+        image: &RgbImage,
+        mask: &GrayImage,
+        provenance: Provenance,
+    ) -> anyhow::Result<()> {
+        let project = self.project_mut()?;
+        let id = next_synthetic_id(project, class);
+        let entry = add_synthetic(project, &id, class, image, mask, provenance)?;
+        project.manifest.images.push(entry);
+        project.save()?;
+        self.publish_project();
+        self.finished(JobKind::SaveSynthetic, format!("saved {id}"));
+        Ok(())
+    }
+}
+
+/// `synthetic/<class>/NNNNN`, the first number not taken.
+fn next_synthetic_id(project: &Project, class: &str) -> String {
+    let prefix = format!("synthetic/{class}/");
+    let n = project
+        .manifest
+        .images
+        .iter()
+        .filter_map(|e| e.id.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .max()
+        .map_or(1, |n| n + 1);
+    format!("{prefix}{n:05}")
+}
+
+/// Writes the image and its mask (atomically) and returns the manifest entry for them.
+fn add_synthetic(
+    project: &Project,
+    id: &str,
+    class: &str,
+    image: &RgbImage,
+    mask: &GrayImage,
+    provenance: Provenance,
+) -> anyhow::Result<ImageEntry> {
+    let path = RelPath::new(format!("{id}.png"))?;
+    let mask_path = Project::default_mask_path(id);
+    let abs = project.ensure_parent(&path)?;
+    save_png(&abs, &DynamicImage::ImageRgb8(image.clone()))?;
+    let mask_abs = project.ensure_parent(&mask_path)?;
+    save_mask(&mask_abs, mask)?;
+    let mut entry = ImageEntry::new(id, path, Role::Defect, "synthetic");
+    entry.class = Some(class.to_string());
+    (entry.width, entry.height) = image.dimensions();
+    entry.mask = Some(mask_path);
+    entry.synthetic = Some(provenance);
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::demo::{DemoConfig, make_demo};
+    use crate::dtgan::run::TrainEvent;
+    use crate::dtgan::train::TrainRequest;
+    use crate::dtgan::{Preset, TrainConfig};
+    use crate::nn::device::DeviceChoice;
+    use crate::project::{Project, Provenance, Role};
+    use crate::protocol::{Command, Event, TrainingControl};
+    use crate::worker::WorkerHandle;
+
+    fn next(h: &WorkerHandle) -> Event {
+        h.events
+            .recv_timeout(Duration::from_secs(120))
+            .expect("an event in time")
+    }
+
+    #[test]
+    fn training_runs_on_its_own_thread_obeys_stop_and_saves_synthetics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("p");
+        let cfg = DemoConfig {
+            seed: 2,
+            size: 64,
+            good_per_group: 1,
+            defects_per_class_per_group: 2,
+        };
+        make_demo(&root, &cfg, &|_, _| {}).expect("demo");
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands
+            .send(Command::OpenProject(root.clone()))
+            .expect("send");
+        assert!(matches!(next(&h), Event::ProjectOpened(_)));
+
+        let mut config = TrainConfig::preset(Preset::Tiny);
+        config.steps = 10_000;
+        config.log_every = 1;
+        let req = TrainRequest {
+            project: root.clone(),
+            class: "line".into(),
+            run: dir.path().join("run"),
+            config,
+            resume: false,
+            max_minutes: None,
+            device: DeviceChoice::Cpu,
+        };
+        h.commands
+            .send(Command::StartTraining(Box::new(req)))
+            .expect("send");
+        // The worker stays free for other work while the training runs.
+        let mut metrics = 0;
+        loop {
+            match next(&h) {
+                Event::Training(TrainEvent::Metrics(_)) => {
+                    metrics += 1;
+                    if metrics == 3 {
+                        h.commands
+                            .send(Command::ControlTraining(TrainingControl::Stop))
+                            .expect("send");
+                    }
+                }
+                Event::TrainingEnded(result) => {
+                    let outcome = result.expect("stopped cleanly");
+                    assert!(outcome.step >= 3 && outcome.step < 10_000, "{outcome:?}");
+                    assert!(outcome.last.exists());
+                    break;
+                }
+                _ => {}
+            }
+        }
+
+        let image = image::RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3]));
+        let mut mask = image::GrayImage::new(64, 64);
+        mask.put_pixel(5, 5, image::Luma([255]));
+        h.commands
+            .send(Command::SaveSynthetic {
+                class: "line".into(),
+                image,
+                mask,
+                provenance: Provenance {
+                    source: "x".into(),
+                    mask_source: "painted".into(),
+                    checkpoint: "abc".into(),
+                    seed: 1,
+                },
+            })
+            .expect("send");
+        let project = loop {
+            if let Event::ProjectOpened(p) = next(&h) {
+                break p;
+            }
+        };
+        let saved = project
+            .manifest
+            .images
+            .iter()
+            .find(|e| e.synthetic.is_some())
+            .expect("a synthetic entry");
+        assert_eq!(
+            (saved.role, saved.class.as_deref()),
+            (Role::Defect, Some("line"))
+        );
+        assert_eq!(saved.id, "synthetic/line/00001");
+        let reopened = Project::open(&root).expect("reopen");
+        assert!(reopened.abs(&saved.path).is_file());
+        assert!(reopened.manifest.images.iter().any(|e| e.id == saved.id));
+    }
+}
