@@ -16,3 +16,19 @@ pub mod protocol;
 pub mod settings;
 pub mod ui;
 pub mod worker;
+
+/// An error and its causes on one line, each cause once: thiserror messages that already show
+/// their source (`"{path}: {source}"`) would otherwise repeat it in anyhow's `{:#}` form.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}

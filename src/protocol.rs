@@ -61,6 +61,19 @@ pub enum TrainingControl {
     Stop,
 }
 
+/// A generated image to add to the project's synthetic set.
+#[derive(Debug)]
+pub struct SyntheticImage {
+    /// The defect class.
+    pub class: String,
+    /// The generated image.
+    pub image: RgbImage,
+    /// Its mask.
+    pub mask: GrayImage,
+    /// How it was made.
+    pub provenance: Provenance,
+}
+
 /// What the UI asks the worker to do.
 #[derive(Debug)]
 pub enum Command {
@@ -116,16 +129,7 @@ pub enum Command {
     /// Make a batch of generated images (files, masks, manifest).
     GenerateBatch(Box<BatchRequest>),
     /// Add a generated image and its mask to the open project's synthetic set.
-    SaveSynthetic {
-        /// The defect class.
-        class: String,
-        /// The generated image.
-        image: RgbImage,
-        /// Its mask.
-        mask: GrayImage,
-        /// How it was made.
-        provenance: Provenance,
-    },
+    SaveSynthetic(Box<SyntheticImage>),
     /// Finish and end the thread.
     Shutdown,
 }

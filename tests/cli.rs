@@ -192,3 +192,112 @@ fn export_imagefolder_then_refuse_a_non_empty_out() {
         before
     );
 }
+
+#[test]
+fn train_then_generate_then_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proj = dir.path().join("demo");
+    let p = proj.to_str().expect("utf-8 temp path");
+    let demo = [
+        "demo",
+        "--out",
+        p,
+        "--size",
+        "64",
+        "--good-per-group",
+        "2",
+        "--defects-per-class",
+        "1",
+    ];
+    let out = studio(&demo, dir.path());
+    assert!(out.status.success(), "demo failed: {}", stderr_of(&out));
+
+    let run = dir.path().join("run");
+    let r = run.to_str().expect("utf-8");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--project",
+            p,
+            "--class",
+            "mura",
+            "--preset",
+            "tiny",
+            "--out",
+            r,
+        ];
+        args.extend_from_slice(extra);
+        studio(&args, dir.path())
+    };
+    let out = train(&["--steps", "6"]);
+    assert!(out.status.success(), "train failed: {}", stderr_of(&out));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(!lines.is_empty());
+    for key in ["step", "l1_inside", "l1_outside", "loss_g", "loss_d"] {
+        assert!(
+            lines.iter().all(|l| l[key].is_number()),
+            "{key} in every line"
+        );
+    }
+    // A second start into the same folder is refused; --resume continues it.
+    let out = train(&["--steps", "8"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("--resume"), "{}", stderr_of(&out));
+    let out = train(&["--steps", "8", "--resume"]);
+    assert!(out.status.success(), "resume failed: {}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("step 8"));
+
+    let gen_out = dir.path().join("gen");
+    let images = proj.join("images").join("oled-stripe").join("good");
+    let args = [
+        "generate",
+        "--run",
+        r,
+        "--images",
+        images.to_str().expect("utf-8"),
+        "--random",
+        "3",
+        "--out",
+        gen_out.to_str().expect("utf-8"),
+        "--seed",
+        "4",
+    ];
+    let out = studio(&args, dir.path());
+    assert!(out.status.success(), "generate failed: {}", stderr_of(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen_out.join("generation.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(manifest["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        manifest["checkpoint_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    for item in manifest["items"].as_array().expect("items") {
+        let f = gen_out.join(item["image"].as_str().expect("path"));
+        assert!(f.is_file(), "{}", f.display());
+    }
+
+    let other = dir.path().join("run2");
+    let args = [
+        "train",
+        "--project",
+        p,
+        "--class",
+        "nosuch",
+        "--preset",
+        "tiny",
+        "--out",
+        other.to_str().expect("utf-8"),
+    ];
+    let out = studio(&args, dir.path());
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("nosuch") && err.contains("no defect image shows it"),
+        "{err}"
+    );
+}

@@ -168,17 +168,12 @@ fn generation_canvas_generates_live_and_saves_into_the_project() {
     h.get_by_label("Save to project").click();
     h.run();
     match rx.try_recv().expect("save command") {
-        Command::SaveSynthetic {
-            class,
-            image,
-            provenance,
-            ..
-        } => {
-            assert_eq!(class, "dark_spot");
-            assert!(image == result, "the result is what gets saved");
-            assert_eq!(provenance.source, "good-1");
-            assert_eq!(provenance.mask_source, "random");
-            assert_eq!(provenance.checkpoint, "abc");
+        Command::SaveSynthetic(s) => {
+            assert_eq!(s.class, "dark_spot");
+            assert!(s.image == result, "the result is what gets saved");
+            assert_eq!(s.provenance.source, "good-1");
+            assert_eq!(s.provenance.mask_source, "random");
+            assert_eq!(s.provenance.checkpoint, "abc");
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -280,7 +280,12 @@ fn generation_changes_only_the_composite_region() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let mask = random_blob(w, h, &BlobSpec::default(), &mut rng);
     let tile = g.tile_for(&mask).expect("tile");
-    assert!(tile.w % 4 == 0 && tile.h % 4 == 0 && tile.right() <= w && tile.bottom() <= h);
+    assert!(
+        tile.w.is_multiple_of(4)
+            && tile.h.is_multiple_of(4)
+            && tile.right() <= w
+            && tile.bottom() <= h
+    );
     for mode in [Composite::Mask, Composite::Dilated(3), Composite::None] {
         let out = g.generate(&image, &mask, mode).expect("generate");
         let region = composite_region(&mask, mode);

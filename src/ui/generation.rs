@@ -18,7 +18,7 @@ use crate::dtgan::generate::Composite;
 use crate::dtgan::masks::{BlobSpec, random_blob, stamp_mask};
 use crate::nn::device::DeviceChoice;
 use crate::project::{Provenance, Role};
-use crate::protocol::Command;
+use crate::protocol::{Command, SyntheticImage};
 
 /// Live generation is offered when the last generation took less than this.
 const LIVE_MS: f64 = 400.0;
@@ -306,7 +306,7 @@ impl GenerationPane {
         let (Some(result), Some(source)) = (&self.result, &self.source_id) else {
             return;
         };
-        let cmd = Command::SaveSynthetic {
+        let cmd = Command::SaveSynthetic(Box::new(SyntheticImage {
             class: self.class.clone(),
             image: result.clone(),
             mask: self.mask.clone(),
@@ -316,7 +316,7 @@ impl GenerationPane {
                 checkpoint: self.last_sha.clone(),
                 seed: self.seed,
             },
-        };
+        }));
         if cx.commands.send(cmd).is_err() {
             cx.status.error("the worker is busy; try again");
         }
@@ -466,14 +466,12 @@ impl GenerationPane {
         ui.horizontal_wrapped(|ui| {
             if ui.button("Use selected image").clicked()
                 && let Some(id) = cx.selection.current.clone()
-            {
-                if cx
+                && cx
                     .commands
                     .send(Command::LoadImage { id: id.clone() })
                     .is_ok()
-                {
-                    self.waiting_for = Some(id);
-                }
+            {
+                self.waiting_for = Some(id);
             }
             let classes = Self::classes(cx);
             if self.class.is_empty() || !classes.contains(&self.class) {

@@ -14,8 +14,11 @@ use crate::dtgan::{Preset, TrainConfig};
 use crate::nn::device::DeviceChoice;
 use crate::protocol::{Command, TrainingControl};
 
+/// Reads one curve's value from a metrics line.
+type Getter = fn(&StepMetrics) -> Option<f64>;
+
 /// The curves, by name, and how to read each from a metrics line.
-const SERIES: [(&str, fn(&StepMetrics) -> Option<f64>); 7] = [
+const SERIES: [(&str, Getter); 7] = [
     ("L1 inside", |m| Some(m.l1_inside)),
     ("L1 outside", |m| Some(m.l1_outside)),
     ("val L1 inside", |m| m.val_l1_inside),
@@ -470,11 +473,7 @@ impl TrainingPane {
 }
 
 /// Exponential moving average of a metric (weight `ema` on the past), as plot points.
-fn smooth(
-    metrics: &[StepMetrics],
-    get: fn(&StepMetrics) -> Option<f64>,
-    ema: f32,
-) -> Vec<[f64; 2]> {
+fn smooth(metrics: &[StepMetrics], get: Getter, ema: f32) -> Vec<[f64; 2]> {
     let a = f64::from(ema.clamp(0.0, 0.999));
     let mut acc: Option<f64> = None;
     metrics

@@ -156,7 +156,7 @@ impl Worker {
             if let Err(e) = self.handle(cmd) {
                 self.sink.send(Event::JobFailed {
                     job,
-                    message: format!("{e:#}"),
+                    message: crate::describe(&e),
                 });
             }
         }
@@ -247,12 +247,9 @@ impl Worker {
                 ticket,
             } => self.generate(&run, &image, &mask, composite, ticket)?,
             Command::GenerateBatch(req) => self.generate_batch(&req)?,
-            Command::SaveSynthetic {
-                class,
-                image,
-                mask,
-                provenance,
-            } => self.save_synthetic(&class, &image, &mask, provenance)?,
+            Command::SaveSynthetic(s) => {
+                self.save_synthetic(&s.class, &s.image, &s.mask, s.provenance)?
+            }
             Command::Shutdown => {}
         }
         Ok(())
@@ -275,7 +272,7 @@ fn job_of(cmd: &Command) -> JobKind {
         Command::LoadRun(_) => JobKind::LoadRun,
         Command::Generate { .. } => JobKind::Generate,
         Command::GenerateBatch(_) => JobKind::Batch,
-        Command::SaveSynthetic { .. } => JobKind::SaveSynthetic,
+        Command::SaveSynthetic(_) => JobKind::SaveSynthetic,
     }
 }
 

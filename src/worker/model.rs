@@ -215,7 +215,7 @@ mod tests {
     use crate::dtgan::{Preset, TrainConfig};
     use crate::nn::device::DeviceChoice;
     use crate::project::{Project, Provenance, Role};
-    use crate::protocol::{Command, Event, TrainingControl};
+    use crate::protocol::{Command, Event, SyntheticImage, TrainingControl};
     use crate::worker::WorkerHandle;
 
     fn next(h: &WorkerHandle) -> Event {
@@ -282,7 +282,7 @@ mod tests {
         let mut mask = image::GrayImage::new(64, 64);
         mask.put_pixel(5, 5, image::Luma([255]));
         h.commands
-            .send(Command::SaveSynthetic {
+            .send(Command::SaveSynthetic(Box::new(SyntheticImage {
                 class: "line".into(),
                 image,
                 mask,
@@ -292,7 +292,7 @@ mod tests {
                     checkpoint: "abc".into(),
                     seed: 1,
                 },
-            })
+            })))
             .expect("send");
         let project = loop {
             if let Event::ProjectOpened(p) = next(&h) {
