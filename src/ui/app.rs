@@ -168,6 +168,11 @@ impl StudioApp {
         if let Some(cmd) = cmd {
             self.send(cmd);
         }
+        if let Some(run) = std::env::var_os(super::automation::OPEN_RUN_ENV) {
+            self.send(Command::LoadRun(PathBuf::from(run)));
+            self.tree
+                .make_active(|_, tile| matches!(tile, Tile::Pane(PaneKind::Training)));
+        }
     }
 
     fn send(&mut self, cmd: Command) {

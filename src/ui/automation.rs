@@ -7,10 +7,15 @@
 //!   first thumbnails appear, then print one JSON line of timings to stdout and close.
 //!   `DTGAN_STUDIO_BENCH_SPEED=POINTS` sets the scroll per frame (default 40; 0 measures a
 //!   window that repaints without scrolling, i.e. the cost of drawing alone).
+//! - `DTGAN_STUDIO_OPEN_RUN=RUN`: show this training run's curves and samples in the training
+//!   tab at start (for screenshots of a run).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// The variable that opens a training run at start.
+pub const OPEN_RUN_ENV: &str = "DTGAN_STUDIO_OPEN_RUN";
 
 /// Longest wait for the project and its thumbnails before acting anyway.
 const MAX_WAIT: Duration = Duration::from_secs(90);
