@@ -194,12 +194,7 @@ impl DefectGenerator {
         let m = mask_tensor(&crop_mask, &self.device)?;
         let y = self.generator.forward(&x, &m, false)?;
         let mut generated = tensor_image(&y, 0)?;
-        if is_gray(&crop_img) {
-            for p in generated.pixels_mut() {
-                let v = ((u16::from(p[0]) + u16::from(p[1]) + u16::from(p[2]) + 1) / 3) as u8;
-                *p = image::Rgb([v, v, v]);
-            }
-        }
+        gray_like(&mut generated, &crop_img);
         let region = composite_region(&crop_mask, composite);
         for (px, py, p) in generated.enumerate_pixels() {
             if region.get_pixel(px, py)[0] != 0 {
@@ -260,6 +255,17 @@ pub fn mask_bbox(mask: &GrayImage) -> Option<Rect> {
         }
     }
     (x0 != u32::MAX).then(|| Rect::new(x0, y0, x1 - x0 + 1, y1 - y0 + 1))
+}
+
+/// Makes `generated` gray (the mean of its channels) when `like` is gray: the generator always
+/// has three output channels, and gray data deserves gray results.
+pub fn gray_like(generated: &mut RgbImage, like: &RgbImage) {
+    if is_gray(like) {
+        for p in generated.pixels_mut() {
+            let v = ((u16::from(p[0]) + u16::from(p[1]) + u16::from(p[2]) + 1) / 3) as u8;
+            *p = image::Rgb([v, v, v]);
+        }
+    }
 }
 
 fn is_gray(img: &RgbImage) -> bool {

@@ -429,10 +429,13 @@ impl Trainer {
         );
         let mask_rgb = (mask.repeat((1, 3, 1, 1))? * 2.0)?.affine(1.0, -1.0)?;
         for r in 0..rows {
+            let twin_tile = tensor_image(&twin, r)?;
+            let mut fake_tile = tensor_image(&fake, r)?;
+            super::generate::gray_like(&mut fake_tile, &twin_tile);
             let tiles = [
-                tensor_image(&twin, r)?,
+                twin_tile,
                 tensor_image(&mask_rgb, r)?,
-                tensor_image(&fake, r)?,
+                fake_tile,
                 tensor_image(&real, r)?,
             ];
             for (c, tile) in tiles.iter().enumerate() {
