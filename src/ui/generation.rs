@@ -473,17 +473,7 @@ impl GenerationPane {
             {
                 self.waiting_for = Some(id);
             }
-            let classes = Self::classes(cx);
-            if self.class.is_empty() || !classes.contains(&self.class) {
-                self.class = classes.first().cloned().unwrap_or_default();
-            }
-            egui::ComboBox::from_label("class")
-                .selected_text(&self.class)
-                .show_ui(ui, |ui| {
-                    for c in &classes {
-                        ui.selectable_value(&mut self.class, c.clone(), c);
-                    }
-                });
+            super::class_picker(ui, &mut self.class, &Self::classes(cx));
             ui.add(egui::Slider::new(&mut self.brush, 1.0..=40.0).text("brush"));
             if ui.button("Random mask").clicked() && self.image.is_some() {
                 self.random_mask();

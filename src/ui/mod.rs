@@ -102,3 +102,18 @@ pub struct PaneContext<'a> {
     /// The status line.
     pub status: &'a mut StatusLine,
 }
+
+/// A "class" combo box over `classes`; a choice that is not among them (or none yet) becomes the
+/// first class.
+pub fn class_picker(ui: &mut egui::Ui, class: &mut String, classes: &[String]) {
+    if class.is_empty() || !classes.contains(class) {
+        *class = classes.first().cloned().unwrap_or_default();
+    }
+    egui::ComboBox::from_label("class")
+        .selected_text(class.as_str())
+        .show_ui(ui, |ui| {
+            for c in classes {
+                ui.selectable_value(class, c.clone(), c);
+            }
+        });
+}

@@ -293,17 +293,7 @@ impl TrainingPane {
         let idle = self.state == RunState::Idle;
         ui.horizontal_wrapped(|ui| {
             ui.add_enabled_ui(idle, |ui| {
-                let classes = Self::classes(cx);
-                if self.class.is_empty() || !classes.contains(&self.class) {
-                    self.class = classes.first().cloned().unwrap_or_default();
-                }
-                egui::ComboBox::from_label("class")
-                    .selected_text(&self.class)
-                    .show_ui(ui, |ui| {
-                        for c in &classes {
-                            ui.selectable_value(&mut self.class, c.clone(), c);
-                        }
-                    });
+                super::class_picker(ui, &mut self.class, &Self::classes(cx));
                 let before = self.preset;
                 egui::ComboBox::from_label("preset")
                     .selected_text(self.preset.name())
