@@ -131,13 +131,7 @@ pub enum BatchError {
 
 /// The seed of image `i` of a batch seeded `seed`.
 pub fn item_seed(seed: u64, i: usize) -> u64 {
-    let mut z = seed
-        ^ (i as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    super::train::derive_seed(seed, (i as u64).wrapping_add(1))
 }
 
 /// Image files in a folder (png, jpg, jpeg, bmp, tif, tiff), sorted by name.

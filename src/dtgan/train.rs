@@ -183,13 +183,18 @@ fn sum_of_squares(map: &candle_nn::VarMap) -> candle_core::Result<f64> {
     Ok(total)
 }
 
-/// The generator of step `step`'s random draws.
-fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    // SplitMix64 finaliser, so neighbouring steps get unrelated streams.
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// Seed number `n` derived from `seed` with the SplitMix64 finaliser, so neighbouring numbers
+/// get unrelated streams.
+pub fn derive_seed(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+    z ^ (z >> 31)
+}
+
+/// The generator of step `step`'s random draws.
+fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(derive_seed(seed, step))
 }
 
 impl Trainer {
