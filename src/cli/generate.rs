@@ -8,10 +8,12 @@ use anyhow::Context as _;
 use image::{GrayImage, RgbImage};
 
 use crate::dtgan::batch::{BatchRequest, MaskSource, generate_batch, list_images};
+use crate::dtgan::bench::{Net, NetBenchConfig, bench_net};
 use crate::dtgan::data::{center_crop, collect_pairs, load_pair};
 use crate::dtgan::generate::{Composite, DefectGenerator, composite_region, dilate};
 use crate::dtgan::masks::BlobSpec;
 use crate::dtgan::{Preset, TrainConfig};
+use crate::nn::conv::{self, ConvKernel};
 use crate::nn::device::DeviceChoice;
 use crate::project::Project;
 
@@ -193,12 +195,46 @@ pub struct BenchArgs {
     /// Generation tile sides timed.
     #[arg(long, num_args = 1.., default_values_t = [128usize, 256])]
     pub sizes: Vec<usize>,
+    /// Time one network's training step layer by layer on random inputs instead of the presets.
+    #[arg(long, value_enum)]
+    pub net: Option<Net>,
+    /// Input side for `--net`.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Batch size for `--net`.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Generator base width for `--net` (the critic gets half).
+    #[arg(long, default_value_t = 32)]
+    pub width: usize,
+    /// Convolution kernel on the CPU: this project's GEMM kernel or candle's built-in.
+    #[arg(long, value_enum, default_value = "fast")]
+    pub kernel: ConvKernel,
+    /// Print one JSON object instead of the table (with `--net`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `bench`: training step time per preset on a throw-away demo project, and generation
 /// latency per tile side.
 pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     use crate::dtgan::train::{TrainRequest, Trainer};
+    conv::set_kernel(args.kernel);
+    if let Some(net) = args.net {
+        let report = bench_net(&NetBenchConfig {
+            net,
+            size: args.size,
+            batch: args.batch,
+            width: args.width,
+            steps: args.steps.max(1) as usize,
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{report}");
+        }
+        return Ok(());
+    }
     let dir = tempfile_dir()?;
     let root = dir.join("project");
     let demo = crate::demo::DemoConfig {

@@ -67,6 +67,9 @@ pub struct TrainArgs {
     /// Weight of L1 outside the mask (must exceed c1).
     #[arg(long)]
     pub c2: Option<f64>,
+    /// Critic steps per generator step.
+    #[arg(long)]
+    pub n_critic: Option<usize>,
     /// Checkpoint (and validate) every this many steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -95,6 +98,7 @@ impl TrainArgs {
         set(&mut c.loss.c_gan, self.c_gan);
         set(&mut c.loss.c1, self.c1);
         set(&mut c.loss.c2, self.c2);
+        c.n_critic = self.n_critic.unwrap_or(c.n_critic);
         c.checkpoint_every = self.checkpoint_every.unwrap_or(c.checkpoint_every);
         c.sample_every = self.sample_every.unwrap_or(c.sample_every);
         c

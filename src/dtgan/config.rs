@@ -49,10 +49,16 @@ pub enum Activation {
 impl Activation {
     /// Applies it.
     pub fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        self.fused().apply(x)
+    }
+
+    /// The same function, for fusing into a convolution.
+    pub fn fused(self) -> crate::nn::conv::Act {
+        use crate::nn::conv::Act;
         match self {
-            Activation::Relu => x.relu(),
-            Activation::LeakyRelu => x.maximum(&(x * 0.2)?),
-            Activation::Elu => x.elu(1.0),
+            Activation::Relu => Act::Relu,
+            Activation::LeakyRelu => Act::Leaky(0.2),
+            Activation::Elu => Act::Elu,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod adam;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod model;
 pub mod nets;

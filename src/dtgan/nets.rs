@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 use super::config::{Activation, ModelConfig};
+use crate::nn::conv::Act;
 use crate::nn::spectral::{SnConv2d, SnConv2dConfig};
 use crate::nn::upsample::upsample_nearest2x;
 
@@ -150,10 +151,12 @@ impl Generator {
             if layer.upsample {
                 x = upsample_nearest2x(&x)?;
             }
-            x = layer.conv.forward_t(&x, train)?;
-            if layer.relu {
-                x = self.activation.apply(&x)?;
-            }
+            let act = if layer.relu {
+                self.activation.fused()
+            } else {
+                Act::Identity
+            };
+            x = layer.conv.forward_act(&x, train, act)?;
         }
         (image + x)?.clamp(-1f32, 1f32)
     }
@@ -196,8 +199,7 @@ impl ConvStack {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
-            x = conv.forward_t(&x, train)?;
-            x = x.maximum(&(&x * LEAK)?)?;
+            x = conv.forward_act(&x, train, Act::Leaky(LEAK))?;
         }
         x.flatten_from(1)
     }

@@ -1,10 +1,13 @@
 //! Neural-network building blocks shared by the DTGAN models.
 //!
-//! Everything here is plain candle code with no UI dependency: gradient-safe upsampling
-//! ([`upsample`]), spectral-normalised convolution ([`spectral`]), compute-device selection
-//! ([`device`]) and crash-safe checkpoints ([`checkpoint`]).
+//! Everything here is plain candle code with no UI dependency: a fast CPU convolution
+//! ([`conv`]), gradient-safe upsampling ([`upsample`]), spectral-normalised convolution
+//! ([`spectral`]), compute-device selection ([`device`]) and crash-safe checkpoints
+//! ([`checkpoint`]).
 
+pub mod alloc;
 pub mod checkpoint;
+pub mod conv;
 pub mod device;
 pub mod spectral;
 pub mod upsample;

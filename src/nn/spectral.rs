@@ -13,6 +13,8 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder, VarMap};
 
+use super::conv::{Act, Conv2dParams, conv2d_fused};
+
 /// Guards the vector normalisation against division by zero (an all-zero weight).
 const NORM_EPS: f64 = 1e-12;
 
@@ -192,14 +194,23 @@ impl SnConv2d {
     }
 }
 
+impl SnConv2d {
+    /// `act(conv(xs, gain * W / sigma) + bias)`, fused into one op on the CPU (see
+    /// [`conv2d_fused`]).
+    pub fn forward_act(&self, xs: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        let (w, _) = self.normalized_weight(train)?;
+        let params = Conv2dParams {
+            stride: self.cfg.stride,
+            padding: self.cfg.padding,
+            dilation: self.cfg.dilation,
+        };
+        conv2d_fused(xs, &w, self.bias.as_ref(), params, act)
+    }
+}
+
 impl ModuleT for SnConv2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let (w, _) = self.normalized_weight(train)?;
-        let y = xs.conv2d(&w, self.cfg.padding, self.cfg.stride, self.cfg.dilation, 1)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
-        }
+        self.forward_act(xs, train, Act::Identity)
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! candle 0.11's `upsample_nearest2d` backward pass overwrites, instead of accumulating, the
 //! gradient of its input when that input also feeds other operations, which silently corrupts
-//! training of any generator with skip connections. Expressing the same result with reshape and
-//! broadcast uses only ops whose backward passes accumulate correctly.
+//! training of any generator with skip connections. On the CPU this module's own op does the
+//! forward copy and the backward 2x2 sums in one parallel pass each; elsewhere the same result
+//! comes from reshape and broadcast, whose backward passes accumulate correctly.
 
-use candle_core::{Result, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
 
 /// Upsamples a `(B, C, H, W)` tensor to `(B, C, 2H, 2W)` by repeating every pixel in a 2x2 block.
 ///
@@ -13,10 +16,109 @@ use candle_core::{Result, Tensor};
 /// when `x` has several consumers.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return x.contiguous()?.apply_op1(Up2x);
+    }
     x.reshape((b, c, h, 1, w, 1))?
         .broadcast_as((b, c, h, 2, w, 2))?
         .contiguous()?
         .reshape((b, c, 2 * h, 2 * w))
+}
+
+/// `x.apply_op1(Up2x)`: the forward copy.
+struct Up2x;
+
+/// `grad.apply_op1_no_bwd(&Down2xSum)`: each 2x2 block summed, the adjoint of [`Up2x`].
+struct Down2xSum;
+
+fn up<T: Copy + Default + Send + Sync>(x: &[T], (h, w): (usize, usize)) -> Vec<T> {
+    let mut out = vec![T::default(); 4 * x.len()];
+    out.par_chunks_mut(4 * h * w)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(o, i)| {
+            for (y, row) in i.chunks_exact(w).enumerate() {
+                let (top, bottom) = o[4 * y * w..4 * (y + 1) * w].split_at_mut(2 * w);
+                for (pair, &v) in top.chunks_exact_mut(2).zip(row) {
+                    pair[0] = v;
+                    pair[1] = v;
+                }
+                bottom.copy_from_slice(top);
+            }
+        });
+    out
+}
+
+fn down_sum<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(
+    g: &[T],
+    (h, w): (usize, usize),
+) -> Vec<T> {
+    let mut out = vec![T::default(); g.len() / 4];
+    out.par_chunks_mut(h * w)
+        .zip(g.par_chunks(4 * h * w))
+        .for_each(|(o, gp)| {
+            for (y, row) in o.chunks_exact_mut(w).enumerate() {
+                let top = &gp[4 * y * w..][..2 * w];
+                let bottom = &gp[(4 * y + 2) * w..][..2 * w];
+                for ((v, t), b) in row
+                    .iter_mut()
+                    .zip(top.chunks_exact(2))
+                    .zip(bottom.chunks_exact(2))
+                {
+                    *v = t[0] + t[1] + b[0] + b[1];
+                }
+            }
+        });
+    out
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("upsample: contiguous input expected"),
+    }
+}
+
+impl CustomOp1 for Up2x {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-2x"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l.shape().dims4()?;
+        let storage = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(up(contiguous(x, l)?, (h, w))),
+            CpuStorage::F64(x) => CpuStorage::F64(up(contiguous(x, l)?, (h, w))),
+            _ => bail!("upsample: f32 or f64 expected, got {:?}", s.dtype()),
+        };
+        Ok((storage, Shape::from((b, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Down2xSum)?))
+    }
+}
+
+impl CustomOp1 for Down2xSum {
+    fn name(&self) -> &'static str {
+        "upsample-nearest-2x-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h2, w2) = l.shape().dims4()?;
+        if h2 % 2 != 0 || w2 % 2 != 0 {
+            bail!("upsample backward: odd gradient size {h2}x{w2}");
+        }
+        let hw = (h2 / 2, w2 / 2);
+        let storage = match s {
+            CpuStorage::F32(g) => CpuStorage::F32(down_sum(contiguous(g, l)?, hw)),
+            CpuStorage::F64(g) => CpuStorage::F64(down_sum(contiguous(g, l)?, hw)),
+            _ => bail!(
+                "upsample backward: f32 or f64 expected, got {:?}",
+                s.dtype()
+            ),
+        };
+        Ok((storage, Shape::from((b, c, h2 / 2, w2 / 2))))
+    }
 }
 
 #[cfg(test)]
