@@ -23,4 +23,4 @@ if [ -z "${DISPLAY:-}" ]; then
     run=(xvfb-run -a -s "-screen 0 1400x900x24" "${run[@]}")
 fi
 /usr/bin/time -v "${run[@]}" 2>"$home/time.log"
-grep -E "Maximum resident set size|Elapsed" "$home/time.log"
+grep -E "Maximum resident set size|Elapsed|Percent of CPU" "$home/time.log"

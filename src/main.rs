@@ -42,6 +42,8 @@ fn main() -> ExitCode {
 }
 
 fn open_studio(start: StartWith) -> anyhow::Result<()> {
+    // Model threads yield to the UI thread (see `nn::threads`).
+    dtgan_studio::nn::threads::init_model_pool();
     let settings = Settings::from_env();
     let options = eframe::NativeOptions {
         // Layout and pane settings live beside the studio's other files.

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod device;
 pub mod spectral;
+pub mod threads;
 pub mod upsample;
 
 use std::path::PathBuf;

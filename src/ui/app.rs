@@ -447,6 +447,25 @@ impl eframe::App for StudioApp {
             if let Step::Close = a.after_frame(ui.ctx(), ready, self.started, cpu) {
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
             }
+            if let (Some(class), Some(project)) = (a.take_training_class(), &self.project) {
+                let req = crate::dtgan::train::TrainRequest {
+                    project: project.root.clone(),
+                    class,
+                    run: project.root.join("runs").join("bench-train"),
+                    config: crate::dtgan::TrainConfig::preset(crate::dtgan::Preset::Cpu),
+                    resume: false,
+                    max_minutes: None,
+                    device: crate::nn::device::DeviceChoice::Cpu,
+                };
+                let _ = std::fs::remove_dir_all(&req.run);
+                if self
+                    .commands
+                    .send(Command::StartTraining(Box::new(req)))
+                    .is_err()
+                {
+                    eprintln!("error: could not start the benchmark's training");
+                }
+            }
         }
     }
 

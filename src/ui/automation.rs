@@ -7,6 +7,9 @@
 //!   first thumbnails appear, then print one JSON line of timings to stdout and close.
 //!   `DTGAN_STUDIO_BENCH_SPEED=POINTS` sets the scroll per frame (default 40; 0 measures a
 //!   window that repaints without scrolling, i.e. the cost of drawing alone).
+//!   `DTGAN_STUDIO_BENCH_TRAIN=CLASS` also starts training CLASS (the `cpu` preset, into
+//!   `runs/bench-train` of the project) when scrolling starts, to measure the UI while training
+//!   saturates the CPU.
 //! - `DTGAN_STUDIO_OPEN_RUN=RUN`: show this training run's curves and samples in the training
 //!   tab at start (for screenshots of a run).
 
@@ -50,6 +53,7 @@ pub struct ScrollBench {
     last_frame: Option<Instant>,
     reported: bool,
     speed: f32,
+    train_class: Option<String>,
 }
 
 /// What the app should do after a frame.
@@ -86,7 +90,16 @@ impl Automation {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(40.0),
+            train_class: std::env::var("DTGAN_STUDIO_BENCH_TRAIN").ok(),
         }))
+    }
+
+    /// The class to start training, once, when the scrolling benchmark starts.
+    pub fn take_training_class(&mut self) -> Option<String> {
+        match self {
+            Automation::BenchScroll(b) if b.scroll_started.is_some() => b.train_class.take(),
+            _ => None,
+        }
     }
 
     /// Pixels the browser should scroll this frame (benchmark only).

@@ -41,7 +41,10 @@ impl WorkerHandle {
         let (ev_tx, ev_rx) = bounded(EVENT_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("studio-worker".into())
-            .spawn(move || Worker::new(ev_tx, waker, settings).run(&cmd_rx))?;
+            .spawn(move || {
+                crate::nn::threads::lower_priority();
+                Worker::new(ev_tx, waker, settings).run(&cmd_rx)
+            })?;
         Ok(Self {
             commands: cmd_tx,
             events: ev_rx,

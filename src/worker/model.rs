@@ -62,6 +62,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("studio-trainer".into())
             .spawn(move || {
+                crate::nn::threads::lower_priority();
                 let outcome = train(&req, &thread_control, &mut |ev| {
                     sink.lossy(Event::Training(ev));
                 });
