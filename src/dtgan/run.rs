@@ -122,6 +122,97 @@ pub fn read_metrics(path: &Path) -> std::io::Result<Vec<StepMetrics>> {
         .collect())
 }
 
+/// A run folder's files at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSnapshot {
+    /// Every complete metrics line.
+    pub metrics: Vec<StepMetrics>,
+    /// Every sample grid, by step.
+    pub samples: Vec<(u64, PathBuf)>,
+}
+
+/// Follows a run folder that another process may be writing (a headless `train` on a GPU
+/// server, over a shared drive): [`RunWatch::poll`] re-reads it whenever its files changed.
+///
+/// Change is detected from the metrics file's length and modification time, the set of sample
+/// grids and the last checkpoint's time, so a poll of an idle run reads no file contents. A
+/// metrics line caught half-written is skipped and read on the next poll; a metrics file that
+/// shrank (the writer resumed from an earlier checkpoint) is simply read again from the start.
+#[derive(Debug)]
+pub struct RunWatch {
+    dir: RunDir,
+    seen: Option<RunFingerprint>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct RunFingerprint {
+    metrics: Option<(u64, Option<std::time::SystemTime>)>,
+    samples: Vec<u64>,
+    checkpoint: Option<std::time::SystemTime>,
+}
+
+impl RunWatch {
+    /// Starts watching `run`; the first poll reports what is there.
+    pub fn new(run: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: RunDir::new(run),
+            seen: None,
+        }
+    }
+
+    /// The watched folder.
+    pub fn dir(&self) -> &RunDir {
+        &self.dir
+    }
+
+    /// Whether the folder looks like a training run (even one whose first step is not logged
+    /// yet).
+    pub fn is_run(&self) -> bool {
+        [
+            self.dir.metrics(),
+            self.dir.last(),
+            self.dir.info(),
+            self.dir.config(),
+        ]
+        .iter()
+        .any(|p| p.exists())
+    }
+
+    fn fingerprint(&self) -> RunFingerprint {
+        let modified = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        };
+        RunFingerprint {
+            metrics: modified(&self.dir.metrics()),
+            samples: self
+                .dir
+                .list_samples()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+            checkpoint: modified(&self.dir.last()).and_then(|(_, t)| t),
+        }
+    }
+
+    /// The run's files if they changed since the last poll (always on the first poll).
+    pub fn poll(&mut self) -> std::io::Result<Option<RunSnapshot>> {
+        let now = self.fingerprint();
+        if self.seen.as_ref() == Some(&now) {
+            return Ok(None);
+        }
+        let metrics = match read_metrics(&self.dir.metrics()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let samples = self.dir.list_samples();
+        self.seen = Some(now);
+        Ok(Some(RunSnapshot { metrics, samples }))
+    }
+}
+
 /// What a training run reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {

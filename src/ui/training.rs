@@ -1,6 +1,7 @@
 //! The training monitor: configuration form with presets, Start / Pause / Resume / Stop, loss
 //! curves (EMA smoothing, log axis), the sample grid of every logged step, speed and ETA, the
-//! run's checkpoints with "use for generation", and reopening a past run.
+//! run's checkpoints with "use for generation", and opening a run folder, which is followed live
+//! while another process (a headless `train` on a GPU server) writes it.
 
 use std::path::{Path, PathBuf};
 
@@ -183,12 +184,20 @@ impl TrainingPane {
         if self.state != RunState::Idle && self.run.as_ref() != Some(&run) {
             return;
         }
+        // A followed run reloads as it grows: keep the sample the user went back to.
+        let same = self.run.as_ref() == Some(&run);
+        let at_end = self.sample_index + 1 >= self.samples.len();
         self.total_steps = metrics.last().map_or(0, |m| m.step);
+        self.message = match metrics.last() {
+            Some(m) => format!("watching {}: step {}", run.display(), m.step),
+            None => format!("watching {}: no step logged yet", run.display()),
+        };
         self.run = Some(run);
         self.metrics = metrics;
         self.samples = samples;
-        self.sample_index = self.samples.len().saturating_sub(1);
-        self.message = "past run loaded".into();
+        if !same || at_end || self.sample_index >= self.samples.len() {
+            self.sample_index = self.samples.len().saturating_sub(1);
+        }
     }
 
     fn classes(cx: &PaneContext) -> Vec<String> {

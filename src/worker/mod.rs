@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::demo::{DemoConfig, make_demo};
 use crate::project::Project;
@@ -151,7 +151,22 @@ impl Worker {
     }
 
     fn run(mut self, commands: &Receiver<Command>) {
-        while let Ok(cmd) = commands.recv() {
+        loop {
+            let cmd = if self.following_run() {
+                match commands.recv_timeout(model::FOLLOW_POLL) {
+                    Ok(cmd) => cmd,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.poll_followed_run();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match commands.recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                }
+            };
             if matches!(cmd, Command::Shutdown) {
                 break;
             }

@@ -11,7 +11,7 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use super::Worker;
 use crate::dtgan::batch::{BatchRequest, generate_batch};
 use crate::dtgan::generate::{Composite, DefectGenerator};
-use crate::dtgan::run::{RunDir, TrainControl, read_metrics};
+use crate::dtgan::run::{RunWatch, TrainControl};
 use crate::dtgan::train::{TrainRequest, train};
 use crate::imaging::io::{save_mask, save_png};
 use crate::project::{ImageEntry, Project, Provenance, RelPath, Role};
@@ -22,7 +22,12 @@ use crate::protocol::{Event, JobKind, TrainingControl};
 pub(super) struct Models {
     training: Option<(TrainControl, JoinHandle<()>)>,
     generator: Option<(PathBuf, DefectGenerator)>,
+    /// The run opened with LoadRun, followed live while another process may write it.
+    following: Option<RunWatch>,
 }
+
+/// How often a followed run folder is checked for new metrics and samples.
+pub(super) const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl Models {
     fn training_running(&self) -> bool {
@@ -56,6 +61,8 @@ impl Worker {
         if self.models.training_running() {
             anyhow::bail!("a training run is already going; stop it first");
         }
+        // The trainer reports its own progress; a followed folder would repeat it.
+        self.models.following = None;
         let control = TrainControl::new();
         let sink = self.sink.clone();
         let thread_control = control.clone();
@@ -73,27 +80,50 @@ impl Worker {
         Ok(())
     }
 
+    /// Opens a run folder and follows it: [`Worker::poll_followed_run`] sends its curves and
+    /// samples again whenever another process adds to them.
     pub(super) fn load_run(&mut self, run: PathBuf) -> anyhow::Result<()> {
-        let dir = RunDir::new(&run);
-        let metrics = if dir.metrics().exists() {
-            read_metrics(&dir.metrics())
-                .with_context(|| format!("reading {}", dir.metrics().display()))?
-        } else {
-            Vec::new()
-        };
-        if metrics.is_empty() && !dir.last().exists() {
+        let mut watch = RunWatch::new(&run);
+        if !watch.is_run() {
+            self.models.following = None;
             anyhow::bail!(
-                "{} is not a training run (no metrics, no checkpoint)",
+                "{} is not a training run (no metrics, checkpoint or run.json)",
                 run.display()
             );
         }
-        let samples = dir.list_samples();
-        self.sink.send(Event::RunLoaded {
-            run,
-            metrics,
-            samples,
-        });
+        let snapshot = watch
+            .poll()
+            .with_context(|| format!("reading {}", watch.dir().metrics().display()))?;
+        if let Some(s) = snapshot {
+            self.sink.send(Event::RunLoaded {
+                run,
+                metrics: s.metrics,
+                samples: s.samples,
+            });
+        }
+        self.models.following = Some(watch);
         Ok(())
+    }
+
+    /// Whether a run folder is being followed (the command loop then wakes up to poll it).
+    pub(super) fn following_run(&self) -> bool {
+        self.models.following.is_some()
+    }
+
+    /// Re-reads the followed run if its files changed.
+    pub(super) fn poll_followed_run(&mut self) {
+        let Some(watch) = &mut self.models.following else {
+            return;
+        };
+        match watch.poll() {
+            Ok(Some(s)) => self.sink.send(Event::RunLoaded {
+                run: watch.dir().root.clone(),
+                metrics: s.metrics,
+                samples: s.samples,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("polling {}: {e}", watch.dir().root.display()),
+        }
     }
 
     fn generator(&mut self, run: &Path) -> anyhow::Result<&DefectGenerator> {
