@@ -213,6 +213,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table (with `--net`).
     #[arg(long)]
     pub json: bool,
+    /// Compute device for `--net`.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
 }
 
 /// Runs `bench`: training step time per preset on a throw-away demo project, and generation
@@ -227,6 +230,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             batch: args.batch,
             width: args.width,
             steps: args.steps.max(1) as usize,
+            device: crate::nn::device::select_device(args.device)?,
         })?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);

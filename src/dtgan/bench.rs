@@ -45,6 +45,8 @@ pub struct NetBenchConfig {
     pub width: usize,
     /// Timed steps, after one untimed warm-up step; the median is reported.
     pub steps: usize,
+    /// Where the networks run.
+    pub device: Device,
 }
 
 /// One convolution's forward pass.
@@ -77,7 +79,7 @@ pub struct NetBenchReport {
     pub batch: usize,
     /// Generator base width.
     pub width: usize,
-    /// `fast` or `candle`.
+    /// `fast` or `candle` on the CPU, `cuda` on a GPU.
     pub kernel: String,
     /// Rayon threads used by the kernels.
     pub threads: usize,
@@ -111,13 +113,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Times `f` once to warm up and then `n` times, returning the median seconds.
-fn time<T>(n: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+/// Times `f` once to warm up and then `n` times, returning the median seconds (waiting for a
+/// GPU to finish each time).
+fn time<T>(n: usize, device: &Device, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     f()?;
+    device.synchronize()?;
     let mut times = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         let started = Instant::now();
         f()?;
+        device.synchronize()?;
         times.push(started.elapsed().as_secs_f64());
     }
     Ok(median(times))
@@ -149,11 +154,14 @@ impl LayerClock {
         };
         let w_dims = [c.out_channels, c.in_channels, c.kernel, c.kernel];
         let flops = conv2d_flops(x.dims(), &w_dims, params).unwrap_or(0.0);
+        let device = x.device();
+        device.synchronize()?;
         let started = Instant::now();
         let y = conv.forward_act(x, true, act)?;
+        device.synchronize()?;
         let elapsed = started.elapsed().as_secs_f64();
         let (mut dx, mut dw) = (f64::NAN, f64::NAN);
-        if conv::kernel() == ConvKernel::Fast {
+        if conv::kernel() == ConvKernel::Fast && x.device().is_cpu() {
             let (_, _, h, w) = x.dims4()?;
             let weight = conv.weight().detach();
             let started = Instant::now();
@@ -259,7 +267,7 @@ fn critic_layers(
 
 /// Times one network's training step and its layers.
 pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let model = model(cfg);
     let nets = Dtgan::new(&model, &device, 1)?;
     let (b, s) = (cfg.batch, cfg.size);
@@ -278,8 +286,10 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
     let (forward_seconds, step_seconds) = match cfg.net {
         Net::Generator => {
             let mut opt = Adam::new(&nets.gen_vars, 1e-4, 0.5, 0.9)?;
-            let forward = time(cfg.steps, || nets.generator.forward(&image, &mask, true))?;
-            let step = time(cfg.steps, || {
+            let forward = time(cfg.steps, &device, || {
+                nets.generator.forward(&image, &mask, true)
+            })?;
+            let step = time(cfg.steps, &device, || {
                 let fake = nets.generator.forward(&image, &mask, true)?;
                 let (inside, outside) = masked_l1(&fake, &target, &mask)?;
                 opt.backward_step(&(inside + (outside * 5.0)?)?)
@@ -291,8 +301,10 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
         }
         Net::Critic => {
             let mut opt = Adam::new(&nets.critic_vars, 1e-4, 0.5, 0.9)?;
-            let forward = time(cfg.steps, || nets.critic.forward(&image, &mask, true))?;
-            let step = time(cfg.steps, || {
+            let forward = time(cfg.steps, &device, || {
+                nets.critic.forward(&image, &mask, true)
+            })?;
+            let step = time(cfg.steps, &device, || {
                 let score = nets.critic.forward(&image, &mask, true)?;
                 opt.backward_step(&score.mean_all()?)
             })?;
@@ -309,7 +321,11 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
         size: cfg.size,
         batch: cfg.batch,
         width: cfg.width,
-        kernel: format!("{:?}", conv::kernel()).to_lowercase(),
+        kernel: if device.is_cpu() {
+            format!("{:?}", conv::kernel()).to_lowercase()
+        } else {
+            "cuda".into()
+        },
         threads: rayon::current_num_threads(),
         step_seconds,
         forward_seconds,

@@ -319,6 +319,29 @@ impl Geom {
         })
     }
 
+    /// For stride 1, the convolution whose forward pass maps the output gradient to the input
+    /// gradient (`O` channels in, `C` out, the kernel flipped), when its padding is not negative
+    /// and it gives back the input's size.
+    fn transposed(&self) -> Option<Geom> {
+        if self.stride != 1 {
+            return None;
+        }
+        let pad_y = (self.dil * (self.kh - 1)).checked_sub(self.pad)?;
+        let pad_x = (self.dil * (self.kw - 1)).checked_sub(self.pad)?;
+        let params = Conv2dParams {
+            stride: 1,
+            padding: pad_y,
+            dilation: self.dil,
+        };
+        let t = Geom::new(
+            (self.n, self.o, self.ho, self.wo),
+            (self.c, self.o, self.kh, self.kw),
+            params,
+        )
+        .ok()?;
+        (pad_x == pad_y && t.ho == self.h && t.wo == self.w).then_some(t)
+    }
+
     /// Rows of the column matrix (the GEMM's inner dimension).
     fn k(&self) -> usize {
         self.c * self.kh * self.kw
@@ -654,6 +677,25 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], grad: &[T]) -> Vec<T> {
 
 /// The input gradient `(N, C, H, W)` from the output gradient `(N, O, HO, WO)` and `w (O, K)`.
 fn input_grad<T: Float>(g: &Geom, grad: &[T], w: &[T]) -> Vec<T> {
+    if let Some(t) = g.transposed()
+        && g.c >= g.o
+        && !g.pointwise()
+    {
+        // A stride-1 convolution's input gradient is a convolution of the output gradient with
+        // the kernel flipped and its channel axes swapped. Run as a forward pass it needs no
+        // col2im scatter, which wins when the input has at least as many channels as the
+        // output (the column matrix is then no larger).
+        let (kk, k) = (g.kh * g.kw, g.k());
+        let mut flipped = vec![T::ZERO; w.len()];
+        for o in 0..g.o {
+            for c in 0..g.c {
+                for i in 0..kk {
+                    flipped[(c * g.o + o) * kk + (kk - 1 - i)] = w[o * k + c * kk + i];
+                }
+            }
+        }
+        return forward(&t, grad, &flipped, &vec![T::ZERO; g.c], Act::Identity);
+    }
     let (k, p, plane) = (g.k(), g.p(), g.h * g.w);
     let kk = g.kh * g.kw;
     let mut gx = vec![T::ZERO; g.n * g.c * plane];
@@ -783,17 +825,22 @@ impl CustomOp3 for Conv2dOp {
         };
         let params = self.params;
         let (_, _, h, wd) = x.dims4()?;
-        let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &InputGradOp { params, h, w: wd })?)
-        } else {
-            None
-        };
-        let gw = if w.track_op() {
-            let (_, _, kh, kw) = w.dims4()?;
-            Some(x.apply_op2_no_bwd(&grad, &WeightGradOp { params, kh, kw })?)
-        } else {
-            None
-        };
+        let (_, _, kh, kw) = w.dims4()?;
+        // The two gradients are independent: computing them side by side keeps every core busy
+        // on layers too small to fill them one at a time.
+        let (gx, gw) = rayon::join(
+            || {
+                x.track_op()
+                    .then(|| grad.apply_op2_no_bwd(w, &InputGradOp { params, h, w: wd }))
+                    .transpose()
+            },
+            || {
+                w.track_op()
+                    .then(|| x.apply_op2_no_bwd(&grad, &WeightGradOp { params, kh, kw }))
+                    .transpose()
+            },
+        );
+        let (gx, gw) = (gx?, gw?);
         let gb = if b.track_op() {
             Some(grad.apply_op1_no_bwd(&BiasGradOp)?)
         } else {

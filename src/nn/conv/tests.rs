@@ -16,8 +16,8 @@ type Case = (
 );
 
 /// Odd, non-square and mixed-parity inputs; every dilation the generator uses; strides 1 and 2;
-/// 1x1 kernels; and a wide image whose column matrix spans several tiles.
-const CASES: [Case; 12] = [
+/// 1x1 kernels; an unpadded kernel; and a wide image whose column matrix spans several tiles.
+const CASES: [Case; 13] = [
     (1, 3, 7, 5, 4, 3, 1, 1, 1),
     (2, 4, 9, 12, 3, 3, 2, 1, 1),
     (1, 2, 11, 8, 5, 5, 2, 2, 1),
@@ -30,6 +30,7 @@ const CASES: [Case; 12] = [
     (1, 3, 8, 8, 2, 4, 2, 1, 1),
     (2, 3, 10, 9, 4, 3, 2, 0, 3),
     (1, 16, 20, 300, 8, 3, 1, 1, 1),
+    (1, 5, 8, 9, 3, 3, 1, 0, 1),
 ];
 
 fn params(case: &Case) -> Conv2dParams {
