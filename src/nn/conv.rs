@@ -27,6 +27,10 @@ use candle_core::{
 use rayon::prelude::*;
 use std::cell::Cell;
 
+/// Partial weight gradients per convolution: enough to keep a few cores busy, fixed so that
+/// the summation order, and hence the result, never depends on the thread count.
+const WEIGHT_GRAD_CHUNKS: usize = 8;
+
 /// Bytes of column matrix per tile: half the L2 cache of a typical core, the other half is left
 /// to the GEMM's packed blocks.
 const TILE_BYTES: usize = 512 * 1024;
@@ -644,10 +648,16 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], grad: &[T]) -> Vec<T> {
     let jobs: Vec<(usize, (usize, usize))> = (0..g.n)
         .flat_map(|n| g.tiles(rows).map(move |t| (n, t)))
         .collect();
-    jobs.par_iter()
-        .fold(
-            || (vec![T::ZERO; g.o * k], Vec::new()),
-            |(mut dw, mut col), &(n, tile)| {
+    // A fixed partition of the jobs into chunks, summed in order: the result does not depend
+    // on how rayon schedules them, so training is reproducible (a resumed run continues the
+    // same curve bit for bit).
+    let chunk = jobs.len().div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let partials: Vec<Vec<T>> = jobs
+        .par_chunks(chunk)
+        .map(|chunk| {
+            let mut dw = vec![T::ZERO; g.o * k];
+            let mut col = Vec::new();
+            for &(n, tile) in chunk {
                 let xn = &x[n * image..(n + 1) * image];
                 let t = (tile.1 - tile.0) * g.wo;
                 let start = tile.0 * g.wo;
@@ -660,19 +670,18 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], grad: &[T]) -> Vec<T> {
                 };
                 let lhs = Mat::new(&grad[n * g.o * p + start..], p, 1);
                 gemm_into(&mut dw, k, (g.o, k, t), lhs, rhs, true);
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(
-            || vec![T::ZERO; g.o * k],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
-                }
-                a
-            },
-        )
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![T::ZERO; g.o * k]);
+    for part in partials {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    dw
 }
 
 /// The input gradient `(N, C, H, W)` from the output gradient `(N, O, HO, WO)` and `w (O, K)`.

@@ -292,3 +292,33 @@ fn non_positive_leaky_slope_is_refused() {
     let err = conv2d_fused(&x, &w, None, params(&CASES[0]), Act::Leaky(0.0)).expect_err("slope 0");
     assert!(err.to_string().contains("slope"), "{err}");
 }
+
+/// Training must be reproducible: the gradients may not depend on the number of threads or on
+/// how rayon schedules the jobs.
+#[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    let case: Case = (2, 16, 20, 64, 8, 3, 1, 1, 1);
+    let (x, w) = inputs(&case, 61);
+    let (x, w) = (
+        x.to_dtype(DType::F32).expect("f32"),
+        w.to_dtype(DType::F32).expect("f32"),
+    );
+    let p = params(&case);
+    let r = testutil::tensor(&[2, 8, 20, 64], 62)
+        .to_dtype(DType::F32)
+        .expect("f32");
+    let run = |threads: usize| -> Vec<Vec<f64>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let (y, gx, gw) = grads(&x, &w, &r, |x, w| conv2d(x, w, p)).expect("grads");
+            vec![flat(&y), flat(&gx), flat(&gw)]
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 5] {
+        assert!(run(threads) == one, "results differ with {threads} threads");
+    }
+}
