@@ -11,6 +11,7 @@ project=$1 class=$2 steps=${3:-300}
 shift $(( $# >= 3 ? 3 : $# ))
 bin=${DTGAN_STUDIO_BIN:-target/release/dtgan-studio}
 out=${ABLATION_OUT:-$(mktemp -d)}
+mkdir -p "$out"
 settings=(
   "baseline|--c-gan 0.01 --c1 1 --c2 5 --n-critic 1"
   "no-gan|--c-gan 0 --c1 1 --c2 5 --n-critic 1"
