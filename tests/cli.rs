@@ -1,15 +1,10 @@
 //! The command line as scripts use it: demo, info --json, masks boxes, and clear failures.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn studio(args: &[&str], home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dtgan-studio"))
-        .args(args)
-        .env("DTGAN_STUDIO_HOME", home)
-        .output()
-        .expect("run dtgan-studio")
-}
+use std::process::Output;
+
+use common::{small_demo, studio};
 
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -112,21 +107,8 @@ fn failures_exit_non_zero_with_one_clear_line() {
 #[test]
 fn export_imagefolder_then_refuse_a_non_empty_out() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let proj = dir.path().join("demo");
+    let proj = small_demo(dir.path());
     let p = proj.to_str().expect("utf-8 temp path");
-    let args = [
-        "demo",
-        "--out",
-        p,
-        "--size",
-        "64",
-        "--good-per-group",
-        "2",
-        "--defects-per-class",
-        "1",
-    ];
-    let out = studio(&args, dir.path());
-    assert!(out.status.success(), "demo failed: {}", stderr_of(&out));
 
     let export_dir = dir.path().join("export");
     let e = export_dir.to_str().expect("utf-8");
@@ -196,21 +178,8 @@ fn export_imagefolder_then_refuse_a_non_empty_out() {
 #[test]
 fn train_then_generate_then_resume() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let proj = dir.path().join("demo");
+    let proj = small_demo(dir.path());
     let p = proj.to_str().expect("utf-8 temp path");
-    let demo = [
-        "demo",
-        "--out",
-        p,
-        "--size",
-        "64",
-        "--good-per-group",
-        "2",
-        "--defects-per-class",
-        "1",
-    ];
-    let out = studio(&demo, dir.path());
-    assert!(out.status.success(), "demo failed: {}", stderr_of(&out));
 
     let run = dir.path().join("run");
     let r = run.to_str().expect("utf-8");

@@ -2,44 +2,26 @@
 //! `train` (as on a GPU server writing to a shared drive) and a studio worker that opened the
 //! same folder, which keeps sending its growing curves and sample grids.
 
-use std::path::Path;
-use std::process::Command as Process;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{small_demo, studio_command};
 use dtgan_studio::protocol::{Command, Event};
 use dtgan_studio::worker::WorkerHandle;
 
 const STEPS: u64 = 200;
 
-fn studio(args: &[&str], home: &Path) -> Process {
-    let mut p = Process::new(env!("CARGO_BIN_EXE_dtgan-studio"));
-    p.args(args).env("DTGAN_STUDIO_HOME", home);
-    p
-}
-
 #[test]
 fn monitor_follows_a_run_written_by_another_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let proj = dir.path().join("demo");
+    let proj = small_demo(dir.path());
     let p = proj.to_str().expect("utf-8 temp path");
-    let demo = [
-        "demo",
-        "--out",
-        p,
-        "--size",
-        "64",
-        "--good-per-group",
-        "2",
-        "--defects-per-class",
-        "1",
-    ];
-    let out = studio(&demo, dir.path()).output().expect("demo");
-    assert!(out.status.success(), "demo failed");
 
     let run = dir.path().join("shared-drive").join("run");
     let steps = STEPS.to_string();
-    let mut trainer = studio(
+    let mut trainer = studio_command(
         &[
             "train",
             "--project",

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests that drive the command line.
+
+// Each test crate uses its own subset of these.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The studio binary with `args`, its settings folder in `home`.
+pub fn studio_command(args: &[&str], home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dtgan-studio"));
+    c.args(args).env("DTGAN_STUDIO_HOME", home);
+    c
+}
+
+/// Runs the studio binary to completion.
+pub fn studio(args: &[&str], home: &Path) -> Output {
+    studio_command(args, home)
+        .output()
+        .expect("run dtgan-studio")
+}
+
+/// Writes a small demo project (64 px images, 2 good images per product, one defect per class)
+/// to `dir/demo` and returns its folder.
+pub fn small_demo(dir: &Path) -> PathBuf {
+    let proj = dir.join("demo");
+    let p = proj.to_str().expect("utf-8 temp path");
+    let args = [
+        "demo",
+        "--out",
+        p,
+        "--size",
+        "64",
+        "--good-per-group",
+        "2",
+        "--defects-per-class",
+        "1",
+    ];
+    let out = studio(&args, dir);
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proj
+}
