@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -151,21 +152,30 @@ impl Worker {
     }
 
     fn run(mut self, commands: &Receiver<Command>) {
+        // A followed run is polled on a clock, not only when no command came for a while: a
+        // steady stream of commands (live generation) must not stall its updates.
+        let mut next_poll = Instant::now() + model::FOLLOW_POLL;
         loop {
             let cmd = if self.following_run() {
-                match commands.recv_timeout(model::FOLLOW_POLL) {
-                    Ok(cmd) => cmd,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.poll_followed_run();
-                        continue;
-                    }
+                match commands.recv_deadline(next_poll) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match commands.recv() {
-                    Ok(cmd) => cmd,
+                    Ok(cmd) => Some(cmd),
                     Err(_) => break,
                 }
+            };
+            if self.following_run() && Instant::now() >= next_poll {
+                if let Err(e) = self.poll_followed_run() {
+                    tracing::debug!("polling the followed run: {e}");
+                }
+                next_poll = Instant::now() + model::FOLLOW_POLL;
+            }
+            let Some(cmd) = cmd else {
+                continue;
             };
             if matches!(cmd, Command::Shutdown) {
                 break;

@@ -83,7 +83,7 @@ impl Worker {
     /// Opens a run folder and follows it: [`Worker::poll_followed_run`] sends its curves and
     /// samples again whenever another process adds to them.
     pub(super) fn load_run(&mut self, run: PathBuf) -> anyhow::Result<()> {
-        let mut watch = RunWatch::new(&run);
+        let watch = RunWatch::new(&run);
         if !watch.is_run() {
             self.models.following = None;
             anyhow::bail!(
@@ -91,18 +91,10 @@ impl Worker {
                 run.display()
             );
         }
-        let snapshot = watch
-            .poll()
-            .with_context(|| format!("reading {}", watch.dir().metrics().display()))?;
-        if let Some(s) = snapshot {
-            self.sink.send(Event::RunLoaded {
-                run,
-                metrics: s.metrics,
-                samples: s.samples,
-            });
-        }
+        let metrics = watch.dir().metrics();
         self.models.following = Some(watch);
-        Ok(())
+        self.poll_followed_run()
+            .with_context(|| format!("reading {}", metrics.display()))
     }
 
     /// Whether a run folder is being followed (the command loop then wakes up to poll it).
@@ -110,20 +102,19 @@ impl Worker {
         self.models.following.is_some()
     }
 
-    /// Re-reads the followed run if its files changed.
-    pub(super) fn poll_followed_run(&mut self) {
+    /// Re-reads the followed run and sends it if its files changed.
+    pub(super) fn poll_followed_run(&mut self) -> std::io::Result<()> {
         let Some(watch) = &mut self.models.following else {
-            return;
+            return Ok(());
         };
-        match watch.poll() {
-            Ok(Some(s)) => self.sink.send(Event::RunLoaded {
+        if let Some(s) = watch.poll()? {
+            self.sink.send(Event::RunLoaded {
                 run: watch.dir().root.clone(),
                 metrics: s.metrics,
                 samples: s.samples,
-            }),
-            Ok(None) => {}
-            Err(e) => tracing::debug!("polling {}: {e}", watch.dir().root.display()),
+            });
         }
+        Ok(())
     }
 
     fn generator(&mut self, run: &Path) -> anyhow::Result<&DefectGenerator> {
