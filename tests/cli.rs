@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{small_demo, studio};
+use common::{small_demo, studio, tiny_train_args};
 
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -184,17 +184,7 @@ fn train_then_generate_then_resume() {
     let run = dir.path().join("run");
     let r = run.to_str().expect("utf-8");
     let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--project",
-            p,
-            "--class",
-            "mura",
-            "--preset",
-            "tiny",
-            "--out",
-            r,
-        ];
+        let mut args = tiny_train_args(p, r);
         args.extend_from_slice(extra);
         studio(&args, dir.path())
     };

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{small_demo, studio_command};
+use common::{small_demo, studio_command, tiny_train_args};
 use dtgan_studio::protocol::{Command, Event};
 use dtgan_studio::worker::WorkerHandle;
 
@@ -21,26 +21,13 @@ fn monitor_follows_a_run_written_by_another_process() {
 
     let run = dir.path().join("shared-drive").join("run");
     let steps = STEPS.to_string();
-    let mut trainer = studio_command(
-        &[
-            "train",
-            "--project",
-            p,
-            "--class",
-            "mura",
-            "--preset",
-            "tiny",
-            "--out",
-            run.to_str().expect("utf-8"),
-            "--steps",
-            &steps,
-        ],
-        dir.path(),
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .expect("start the training process");
+    let mut args = tiny_train_args(p, run.to_str().expect("utf-8"));
+    args.extend_from_slice(&["--steps", &steps]);
+    let mut trainer = studio_command(&args, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the training process");
 
     // Open the folder as soon as the other process has created it.
     let deadline = Instant::now() + Duration::from_secs(600);

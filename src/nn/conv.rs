@@ -554,11 +554,8 @@ impl<T: Float> SharedMut<T> {
         if k == 0 {
             if !accumulate {
                 for i in 0..m {
-                    // SAFETY: in bounds (checked above); exclusive by the caller's contract.
-                    unsafe {
-                        std::slice::from_raw_parts_mut(self.ptr.add(offset + i * rs), n)
-                            .fill(T::ZERO)
-                    };
+                    // SAFETY: exclusive by the caller's contract; `row` checks the bounds.
+                    unsafe { self.row(offset + i * rs, n) }.fill(T::ZERO);
                 }
             }
             return;
@@ -745,12 +742,17 @@ fn input_grad<T: Float>(g: &Geom, grad: &[T], w: &[T]) -> Vec<T> {
     gx
 }
 
-/// The contiguous elements of a CPU storage, or an error.
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+/// The elements of a contiguous CPU storage, or an error naming `op` (the custom ops of this
+/// module and of [`super::upsample`] only accept contiguous inputs).
+pub(super) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("conv2d: the fast kernel needs contiguous tensors"),
+        None => bail!("{op}: contiguous tensors expected"),
     }
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    contiguous(data, layout, "conv2d")
 }
 
 /// Runs `f` on the two storages as f32 or f64 slices.

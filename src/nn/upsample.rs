@@ -10,6 +10,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::conv::contiguous;
+
 /// Upsamples a `(B, C, H, W)` tensor to `(B, C, 2H, 2W)` by repeating every pixel in a 2x2 block.
 ///
 /// Numerically identical to `x.upsample_nearest2d(2 * h, 2 * w)`, but its gradient is correct
@@ -71,13 +73,6 @@ fn down_sum<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(
     out
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("upsample: contiguous input expected"),
-    }
-}
-
 impl CustomOp1 for Up2x {
     fn name(&self) -> &'static str {
         "upsample-nearest-2x"
@@ -86,8 +81,8 @@ impl CustomOp1 for Up2x {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
         let storage = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(up(contiguous(x, l)?, (h, w))),
-            CpuStorage::F64(x) => CpuStorage::F64(up(contiguous(x, l)?, (h, w))),
+            CpuStorage::F32(x) => CpuStorage::F32(up(contiguous(x, l, "upsample")?, (h, w))),
+            CpuStorage::F64(x) => CpuStorage::F64(up(contiguous(x, l, "upsample")?, (h, w))),
             _ => bail!("upsample: f32 or f64 expected, got {:?}", s.dtype()),
         };
         Ok((storage, Shape::from((b, c, 2 * h, 2 * w))))
@@ -110,8 +105,12 @@ impl CustomOp1 for Down2xSum {
         }
         let hw = (h2 / 2, w2 / 2);
         let storage = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(down_sum(contiguous(g, l)?, hw)),
-            CpuStorage::F64(g) => CpuStorage::F64(down_sum(contiguous(g, l)?, hw)),
+            CpuStorage::F32(g) => {
+                CpuStorage::F32(down_sum(contiguous(g, l, "upsample backward")?, hw))
+            }
+            CpuStorage::F64(g) => {
+                CpuStorage::F64(down_sum(contiguous(g, l, "upsample backward")?, hw))
+            }
             _ => bail!(
                 "upsample backward: f32 or f64 expected, got {:?}",
                 s.dtype()

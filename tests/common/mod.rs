@@ -44,3 +44,18 @@ pub fn small_demo(dir: &Path) -> PathBuf {
     );
     proj
 }
+
+/// `train` on the small demo's `mura` class with the `tiny` preset into `run`; add the rest.
+pub fn tiny_train_args<'a>(project: &'a str, run: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--project",
+        project,
+        "--class",
+        "mura",
+        "--preset",
+        "tiny",
+        "--out",
+        run,
+    ]
+}
