@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dtgan;
 pub mod fsutil;
 pub mod imaging;
+pub mod inpaint;
 pub mod nn;
 pub mod project;
 pub mod protocol;

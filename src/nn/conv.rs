@@ -201,6 +201,101 @@ pub fn conv2d_fused(
     }
 }
 
+/// The transposed convolution of `y (N, O, h, w)` with `w (O, C, KH, KW)`, giving
+/// `(N, C, H, W)`: the adjoint of [`conv2d`] with the same kernel and parameters on an input of
+/// `out` = `(H, W)` pixels (each input value pastes a kernel-shaped patch, `stride` apart).
+/// Gradients for both arguments; the fast kernel on the CPU, candle's op elsewhere.
+pub fn conv_transpose2d(
+    y: &Tensor,
+    w: &Tensor,
+    out: (usize, usize),
+    params: Conv2dParams,
+) -> Result<Tensor> {
+    let fast = kernel() == ConvKernel::Fast
+        && y.device().is_cpu()
+        && w.device().is_cpu()
+        && y.dtype() == w.dtype()
+        && matches!(y.dtype(), DType::F32 | DType::F64);
+    if fast {
+        y.contiguous()?.apply_op2(
+            &w.contiguous()?,
+            ConvTransposeOp {
+                params,
+                h: out.0,
+                w: out.1,
+            },
+        )
+    } else {
+        let (_, _, h, _) = y.dims4()?;
+        let (_, _, k, _) = w.dims4()?;
+        let Conv2dParams {
+            stride,
+            padding,
+            dilation,
+        } = params;
+        let natural =
+            ((h.max(1) - 1) * stride + dilation * (k - 1) + 1).saturating_sub(2 * padding);
+        let extra = out.0.checked_sub(natural).filter(|&e| e < stride.max(1));
+        let Some(extra) = extra else {
+            bail!(
+                "conv_transpose2d: an output of {} rows cannot come from {h}",
+                out.0
+            );
+        };
+        y.conv_transpose2d(w, padding, extra, stride, dilation)
+    }
+}
+
+/// `y.apply_op2(w, ConvTransposeOp)`: forward is [`InputGradOp`], backward a forward convolution
+/// (for `y`) and a weight gradient with the roles of input and gradient swapped (for `w`).
+struct ConvTransposeOp {
+    params: Conv2dParams,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for ConvTransposeOp {
+    fn name(&self) -> &'static str {
+        "fast-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        InputGradOp {
+            params: self.params,
+            h: self.h,
+            w: self.w,
+        }
+        .cpu_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        w: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let params = self.params;
+        let (_, _, kh, kw) = w.dims4()?;
+        let (gy, gw) = rayon::join(
+            || y.track_op().then(|| conv2d(&grad, w, params)).transpose(),
+            || {
+                w.track_op()
+                    .then(|| grad.apply_op2_no_bwd(y, &WeightGradOp { params, kh, kw }))
+                    .transpose()
+            },
+        );
+        Ok((gy?, gw?))
+    }
+}
+
 /// The gradient of [`conv2d`] with respect to its `(N, C, h, w)` input, given the output
 /// gradient `grad` and the kernel `w`, without autograd (the fast kernel only; for benchmarks).
 pub fn conv2d_input_grad(

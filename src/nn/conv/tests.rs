@@ -322,3 +322,74 @@ fn gradients_do_not_depend_on_the_thread_count() {
         assert!(run(threads) == one, "results differ with {threads} threads");
     }
 }
+
+/// The transposed convolution against candle's (stride 2 with a 4x4 kernel, as contextual
+/// attention pastes patches, and stride 1), forward and both gradients, in f32; and its
+/// gradients against central differences in f64.
+#[test]
+fn transposed_convolution_matches_candle_and_finite_differences() {
+    // (N, O, h, w, C, kernel, stride, padding, out H, out W)
+    let cases = [
+        (1, 5, 4, 4, 3, 4, 2, 1, 8, 8),
+        (2, 3, 5, 3, 2, 3, 1, 1, 5, 3),
+        (1, 4, 3, 5, 2, 4, 2, 1, 6, 10),
+    ];
+    for (i, &(n, o, h, w, c, k, stride, padding, oh, ow)) in cases.iter().enumerate() {
+        let p = Conv2dParams {
+            stride,
+            padding,
+            dilation: 1,
+        };
+        let y = testutil::tensor(&[n, o, h, w], 200 + i as u64);
+        let wt = testutil::tensor(&[o, c, k, k], 210 + i as u64);
+        let r = testutil::tensor(&[n, c, oh, ow], 220 + i as u64);
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).expect("f32");
+        let ours = grads(&f32(&y), &f32(&wt), &f32(&r), |y, w| {
+            conv_transpose2d(y, w, (oh, ow), p)
+        })
+        .expect("fast");
+        let theirs = grads(&f32(&y), &f32(&wt), &f32(&r), |y, w| {
+            y.conv_transpose2d(w, padding, 0, stride, 1)
+        })
+        .expect("candle");
+        for (name, a, b) in [
+            ("output", &ours.0, &theirs.0),
+            ("input gradient", &ours.1, &theirs.1),
+            ("weight gradient", &ours.2, &theirs.2),
+        ] {
+            let err = rel_err(a, b);
+            assert!(err < 1e-4, "case {i}: {name} relative error {err}");
+        }
+        let (_, gy, gw) =
+            grads(&y, &wt, &r, |y, w| conv_transpose2d(y, w, (oh, ow), p)).expect("f64 grads");
+        let loss = |y: &Tensor, w: &Tensor| -> f64 {
+            (conv_transpose2d(y, w, (oh, ow), p).expect("forward") * &r)
+                .and_then(|t| t.sum_all())
+                .and_then(|t| t.to_scalar())
+                .expect("loss")
+        };
+        let h = 1e-6;
+        for (which, base, analytic) in [(0, &y, &gy), (1, &wt, &gw)] {
+            let values = flat(base);
+            let g = flat(analytic);
+            for j in (0..values.len()).step_by(3) {
+                let shifted = |d: f64| {
+                    let mut v = values.clone();
+                    v[j] += d;
+                    Tensor::from_vec(v, base.dims(), &Device::Cpu).expect("tensor")
+                };
+                let fd = if which == 0 {
+                    (loss(&shifted(h), &wt) - loss(&shifted(-h), &wt)) / (2.0 * h)
+                } else {
+                    (loss(&y, &shifted(h)) - loss(&y, &shifted(-h))) / (2.0 * h)
+                };
+                let err = (g[j] - fd).abs() / fd.abs().max(1e-3);
+                assert!(
+                    err < 1e-6,
+                    "case {i}, arg {which}, element {j}: {} vs {fd}",
+                    g[j]
+                );
+            }
+        }
+    }
+}

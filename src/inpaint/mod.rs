@@ -1,0 +1,5 @@
+//! Inpainting with contextual attention (DeepFill v1): the network that fills a defect's box
+//! with what the board or surface would look like without the defect, making the defect image's
+//! defect-free twin.
+
+pub mod attention;
