@@ -84,7 +84,7 @@ impl Dtgan {
 
 /// Sets weights to N(0, 2 / fan_in), biases to 0, and (with `unit`) every variable to a random unit
 /// vector, leaving gains alone, visiting variables in name order so the result depends only on the seed.
-fn seeded_init(map: &VarMap, rng: &mut ChaCha8Rng, unit: bool) -> candle_core::Result<()> {
+pub(crate) fn seeded_init(map: &VarMap, rng: &mut ChaCha8Rng, unit: bool) -> candle_core::Result<()> {
     let data = map
         .data()
         .lock()
@@ -206,18 +206,40 @@ pub fn named_vars(map: &VarMap, prefix: &str) -> HashMap<String, Tensor> {
     }
 }
 
-/// Everything a checkpoint holds, borrowed from a live run.
+/// Everything a checkpoint holds, borrowed from a live run (of any kind: the DTGAN and the
+/// inpainting GAN write the same layout).
 pub struct CheckpointParts<'a> {
-    /// The networks.
-    pub nets: &'a Dtgan,
-    /// The generator's optimizer.
-    pub opt_g: &'a Adam,
-    /// The critic's optimizer.
-    pub opt_d: &'a Adam,
+    /// Variable maps and the prefix of their tensor names (`"sn."` for spectral-norm vectors).
+    pub vars: Vec<(&'a str, &'a VarMap)>,
+    /// Optimizers and the prefix of their moments (`"adam_g."`); their step counts go into the
+    /// metadata as `<prefix>t`.
+    pub opts: Vec<(&'a str, &'a Adam)>,
     /// The run's state.
     pub state: &'a TrainState,
-    /// The run's configuration.
-    pub config: &'a TrainConfig,
+    /// The run's configuration, as JSON.
+    pub config: String,
+}
+
+impl<'a> CheckpointParts<'a> {
+    /// A DTGAN run's parts.
+    pub fn dtgan(
+        nets: &'a Dtgan,
+        opt_g: &'a Adam,
+        opt_d: &'a Adam,
+        state: &'a TrainState,
+        config: &TrainConfig,
+    ) -> Self {
+        Self {
+            vars: vec![
+                ("", &nets.gen_vars),
+                ("", &nets.critic_vars),
+                ("sn.", &nets.buffers),
+            ],
+            opts: vec![("adam_g.", opt_g), ("adam_d.", opt_d)],
+            state,
+            config: serde_json::to_string(config).unwrap_or_default(),
+        }
+    }
 }
 
 /// Writes a checkpoint file atomically.
@@ -226,24 +248,52 @@ pub fn save_checkpoint(path: &Path, parts: &CheckpointParts) -> Result<(), NnErr
         path: path.to_path_buf(),
         msg,
     };
-    let mut tensors = named_vars(&parts.nets.gen_vars, "");
-    tensors.extend(named_vars(&parts.nets.critic_vars, ""));
-    tensors.extend(named_vars(&parts.nets.buffers, "sn."));
-    tensors.extend(parts.opt_g.state_tensors("adam_g."));
-    tensors.extend(parts.opt_d.state_tensors("adam_d."));
+    let mut tensors = HashMap::new();
+    for (prefix, map) in &parts.vars {
+        tensors.extend(named_vars(map, prefix));
+    }
     let mut meta = HashMap::new();
+    for (prefix, opt) in &parts.opts {
+        tensors.extend(opt.state_tensors(prefix));
+        meta.insert(format!("{prefix}t"), opt.t.to_string());
+    }
     let state = serde_json::to_string(parts.state).map_err(|e| format_err(e.to_string()))?;
-    let config = serde_json::to_string(parts.config).map_err(|e| format_err(e.to_string()))?;
     meta.insert("state".to_string(), state);
-    meta.insert("config".to_string(), config);
-    meta.insert("adam_g.t".to_string(), parts.opt_g.t.to_string());
-    meta.insert("adam_d.t".to_string(), parts.opt_d.t.to_string());
+    meta.insert("config".to_string(), parts.config.clone());
     let bytes = safetensors::tensor::serialize(&tensors, Some(meta))
         .map_err(|e| format_err(e.to_string()))?;
     crate::fsutil::write_atomic(path, &bytes).map_err(|source| NnError::CheckpointIo {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Loads a checkpoint's variables, optimizer moments and state into a live run (the inverse of
+/// [`save_checkpoint`] with the same parts); returns the stored state.
+pub fn restore_checkpoint(
+    path: &Path,
+    contents: &CheckpointContents,
+    vars: &[(&str, &VarMap)],
+    opts: &mut [(&str, &mut Adam)],
+) -> Result<TrainState, NnError> {
+    let (tensors, meta) = contents;
+    let bad = |msg: String| NnError::CheckpointFormat {
+        path: path.to_path_buf(),
+        msg,
+    };
+    for (prefix, map) in vars {
+        restore_vars(map, prefix, tensors).map_err(bad)?;
+    }
+    for (prefix, opt) in opts.iter_mut() {
+        opt.load_state(prefix, tensors).map_err(bad)?;
+        opt.t = meta
+            .get(&format!("{prefix}t"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| bad(format!("no {prefix}t")))?;
+    }
+    meta.get("state")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("no training state".into()))
 }
 
 /// Parses the configuration stored in a checkpoint's metadata.

@@ -169,7 +169,8 @@ pub struct ConvStack {
 }
 
 impl ConvStack {
-    fn new(in_ch: usize, widths: &[usize], vb: VarBuilder, buffers: &VarMap) -> Result<Self> {
+    /// Stride-2 5x5 convolutions of the given widths on `in_ch` channels.
+    pub fn new(in_ch: usize, widths: &[usize], vb: VarBuilder, buffers: &VarMap) -> Result<Self> {
         let mut convs = Vec::with_capacity(widths.len());
         let mut c_in = in_ch;
         for (i, &out) in widths.iter().enumerate() {
@@ -196,7 +197,7 @@ impl ConvStack {
     }
 
     /// `(N, C, S, S)` -> `(N, features)`.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
             x = conv.forward_act(&x, train, Act::Leaky(LEAK))?;
@@ -205,7 +206,7 @@ impl ConvStack {
     }
 
     /// Output side for an input side (each layer halves, rounding up).
-    fn output_side(&self, side: usize) -> usize {
+    pub fn output_side(&self, side: usize) -> usize {
         self.convs.iter().fold(side, |s, _| s.div_ceil(2))
     }
 }

@@ -78,13 +78,31 @@ impl RunDir {
     }
 }
 
+/// Which network a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// The defect-transfer GAN (of one class).
+    #[default]
+    Dtgan,
+    /// The inpainting GAN (of one or more groups' defect-free images).
+    Inpaint,
+}
+
 /// What `run.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// The project trained on.
     pub project: PathBuf,
-    /// The class trained.
+    /// The class trained (DTGAN runs; empty for inpainting runs).
+    #[serde(default)]
     pub class: String,
+    /// Which network.
+    #[serde(default)]
+    pub kind: RunKind,
+    /// The groups whose defect-free images an inpainting run trains on (empty: every group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// One line of `metrics.jsonl`: means over the steps since the previous line.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::config::{Preset, TrainConfig};
 use super::model::read_checkpoint;
 use super::run::{StopReason, TrainControl, TrainEvent, read_metrics};
-use super::train::{TrainError, TrainRequest, Trainer, train};
+use super::train::{Session as _, TrainError, TrainRequest, Trainer, train};
 use crate::demo::{DemoConfig, make_demo};
 use crate::nn::device::DeviceChoice;
 use crate::project::{Project, Role};

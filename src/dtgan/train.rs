@@ -21,10 +21,10 @@ use super::data::{
 };
 use super::model::{
     CHECKPOINT_FORMAT, CheckpointParts, Dtgan, TrainState, checkpoint_config, masked_l1,
-    read_checkpoint, restore_vars, save_checkpoint,
+    read_checkpoint, restore_checkpoint, save_checkpoint,
 };
 use super::run::{
-    RunDir, RunInfo, StepMetrics, StopReason, TrainControl, TrainEvent, TrainOutcome, read_metrics,
+    RunDir, RunInfo, RunKind, StepMetrics, StopReason, TrainControl, TrainEvent, TrainOutcome, read_metrics,
 };
 use crate::imaging::augment::Triple;
 use crate::nn::NnError;
@@ -201,13 +201,7 @@ impl Trainer {
     /// Prepares a new run, or reloads one to resume.
     pub fn open(req: &TrainRequest) -> Result<Self, TrainError> {
         let run = RunDir::new(&req.run);
-        let resuming = req.resume && run.last().exists();
-        if req.resume && !resuming {
-            return Err(TrainError::NothingToResume(run.root.clone()));
-        }
-        if !resuming && (run.last().exists() || run.metrics().exists()) {
-            return Err(TrainError::RunExists(run.root.clone()));
-        }
+        let resuming = check_run_folder(&run, req.resume)?;
         let device = select_device(req.device)?;
         let project = Project::open(&req.project)?;
         let pairs = collect_pairs(&project, &req.class)?;
@@ -227,7 +221,7 @@ impl Trainer {
                     asked: req.class.clone(),
                 });
             }
-            (cfg, Some((path, tensors, meta)))
+            (cfg, Some((path, (tensors, meta))))
         } else {
             (req.config.clone(), None)
         };
@@ -270,25 +264,16 @@ impl Trainer {
                 best: None,
                 elapsed_s: 0.0,
             },
-            Some((path, tensors, meta)) => {
-                let bad = |msg: String| NnError::CheckpointFormat {
-                    path: path.clone(),
-                    msg,
-                };
-                restore_vars(&nets.gen_vars, "", &tensors).map_err(bad)?;
-                restore_vars(&nets.critic_vars, "", &tensors).map_err(bad)?;
-                restore_vars(&nets.buffers, "sn.", &tensors).map_err(bad)?;
-                opt_g.load_state("adam_g.", &tensors).map_err(bad)?;
-                opt_d.load_state("adam_d.", &tensors).map_err(bad)?;
-                let t = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok());
-                opt_g.t = t("adam_g.t").ok_or_else(|| bad("no adam_g.t".into()))?;
-                opt_d.t = t("adam_d.t").ok_or_else(|| bad("no adam_d.t".into()))?;
-                let state: TrainState = meta
-                    .get("state")
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .ok_or_else(|| bad("no training state".into()))?;
-                state
-            }
+            Some((path, contents)) => restore_checkpoint(
+                &path,
+                &contents,
+                &[
+                    ("", &nets.gen_vars),
+                    ("", &nets.critic_vars),
+                    ("sn.", &nets.buffers),
+                ],
+                &mut [("adam_g.", &mut opt_g), ("adam_d.", &mut opt_d)],
+            )?,
         };
 
         let mut sampler = Sampler::new(train_pairs);
@@ -302,18 +287,13 @@ impl Trainer {
             let (twin, _, mask) = batch_tensors(&triples, &device)?;
             nets.generator.calibrate(&twin, &mask)?;
         }
-        std::fs::create_dir_all(run.samples()).map_err(io_err(&run.samples()))?;
-        let cfg_json = serde_json::to_vec_pretty(&config).unwrap_or_default();
-        crate::fsutil::write_atomic(&run.config(), &cfg_json).map_err(io_err(&run.config()))?;
         let info = RunInfo {
             project: std::fs::canonicalize(&req.project).unwrap_or_else(|_| req.project.clone()),
             class: req.class.clone(),
+            kind: RunKind::Dtgan,
+            groups: Vec::new(),
         };
-        let info_json = serde_json::to_vec_pretty(&info).unwrap_or_default();
-        crate::fsutil::write_atomic(&run.info(), &info_json).map_err(io_err(&run.info()))?;
-        if resuming {
-            truncate_metrics(&run.metrics(), state.step)?;
-        }
+        prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {
             config,
             nets,
@@ -460,32 +440,12 @@ impl Trainer {
 
     /// Saves the checkpoint as `path`.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        save_checkpoint(
-            path,
-            &CheckpointParts {
-                nets: &self.nets,
-                opt_g: &self.opt_g,
-                opt_d: &self.opt_d,
-                state: &self.state,
-                config: &self.config,
-            },
-        )?;
+        let parts =
+            CheckpointParts::dtgan(&self.nets, &self.opt_g, &self.opt_d, &self.state, &self.config);
+        save_checkpoint(path, &parts)?;
         Ok(())
     }
 
-    /// Measures validation, saves `best` if it improved, then `last`. Returns the validation L1.
-    pub fn checkpoint(&mut self) -> Result<Option<f64>, TrainError> {
-        let val = self.validate()?;
-        if let Some(v) = val
-            && v.is_finite()
-            && self.state.best.is_none_or(|(b, _)| v < b)
-        {
-            self.state.best = Some((v, self.state.step));
-            self.save(&self.run.best())?;
-        }
-        self.save(&self.run.last())?;
-        Ok(val)
-    }
 }
 
 /// Drops metrics lines after `step` (they belong to steps a resumed run will redo).
@@ -516,6 +476,127 @@ fn append_metrics(path: &Path, m: &StepMetrics) -> Result<(), TrainError> {
     writeln!(f, "{line}").map_err(io_err(path))
 }
 
+/// How often a run logs, checkpoints and writes samples, and where it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Steps to train in all.
+    pub steps: u64,
+    /// Metrics every this many steps.
+    pub log_every: u64,
+    /// Checkpoint (and validation) every this many steps.
+    pub checkpoint_every: u64,
+    /// Sample grid every this many steps.
+    pub sample_every: u64,
+}
+
+/// A GAN run in memory, as the shared training loop ([`drive`]) sees it: the DTGAN
+/// [`Trainer`] and the inpainting trainer both implement it, so pause / resume / stop, time
+/// limits, metrics, checkpoints (`last` and `best`) and sample grids work the same for both.
+pub trait Session {
+    /// Where the run stands.
+    fn state(&self) -> &TrainState;
+    /// Where the run stands, to update the elapsed time.
+    fn state_mut(&mut self) -> &mut TrainState;
+    /// Logging, checkpoint and sample intervals, and the step count.
+    fn schedule(&self) -> Schedule;
+    /// The run's files.
+    fn run_dir(&self) -> &RunDir;
+    /// Training and validation examples.
+    fn counts(&self) -> (usize, usize);
+    /// One generator step and the critic steps before it; advances `state().step`.
+    fn step(&mut self) -> Result<StepLosses, TrainError>;
+    /// The validation loss (lower is better), when there is validation data.
+    fn validate(&self) -> Result<Option<f64>, TrainError>;
+    /// Saves the whole run (weights, optimizers, state, configuration) as `path`.
+    fn save(&self, path: &Path) -> Result<(), TrainError>;
+    /// Writes the sample grid of the current step and returns its path.
+    fn write_sample(&self) -> Result<Option<PathBuf>, TrainError>;
+
+    /// Measures validation, saves `best` if it improved, then `last`. Returns the validation
+    /// loss.
+    fn checkpoint(&mut self) -> Result<Option<f64>, TrainError> {
+        let val = self.validate()?;
+        if let Some(v) = val
+            && v.is_finite()
+            && self.state().best.is_none_or(|(b, _)| v < b)
+        {
+            let step = self.state().step;
+            self.state_mut().best = Some((v, step));
+            self.save(&self.run_dir().best())?;
+        }
+        self.save(&self.run_dir().last())?;
+        Ok(val)
+    }
+}
+
+impl Session for Trainer {
+    fn state(&self) -> &TrainState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            steps: self.config.steps,
+            log_every: self.config.log_every,
+            checkpoint_every: self.config.checkpoint_every,
+            sample_every: self.config.sample_every,
+        }
+    }
+    fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+    fn counts(&self) -> (usize, usize) {
+        self.pair_counts()
+    }
+    fn step(&mut self) -> Result<StepLosses, TrainError> {
+        Trainer::step(self)
+    }
+    fn validate(&self) -> Result<Option<f64>, TrainError> {
+        Trainer::validate(self)
+    }
+    fn save(&self, path: &Path) -> Result<(), TrainError> {
+        Trainer::save(self, path)
+    }
+    fn write_sample(&self) -> Result<Option<PathBuf>, TrainError> {
+        Trainer::write_sample(self)
+    }
+}
+
+/// Checks a run folder before a run starts in it: `Ok(true)` when an existing run will be
+/// resumed, `Ok(false)` for a new run; refuses to start over an existing run or to resume
+/// nothing.
+pub fn check_run_folder(run: &RunDir, resume: bool) -> Result<bool, TrainError> {
+    let resuming = resume && run.last().exists();
+    if resume && !resuming {
+        return Err(TrainError::NothingToResume(run.root.clone()));
+    }
+    if !resuming && (run.last().exists() || run.metrics().exists()) {
+        return Err(TrainError::RunExists(run.root.clone()));
+    }
+    Ok(resuming)
+}
+
+/// Writes `config.json` and `run.json`, makes the samples folder, and, when resuming from
+/// `step`, drops the metrics lines of the steps that will be redone.
+pub fn prepare_run_files(
+    run: &RunDir,
+    config: &impl serde::Serialize,
+    info: &RunInfo,
+    resumed_at: Option<u64>,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(run.samples()).map_err(io_err(&run.samples()))?;
+    let cfg_json = serde_json::to_vec_pretty(config).unwrap_or_default();
+    crate::fsutil::write_atomic(&run.config(), &cfg_json).map_err(io_err(&run.config()))?;
+    let info_json = serde_json::to_vec_pretty(info).unwrap_or_default();
+    crate::fsutil::write_atomic(&run.info(), &info_json).map_err(io_err(&run.info()))?;
+    if let Some(step) = resumed_at {
+        truncate_metrics(&run.metrics(), step)?;
+    }
+    Ok(())
+}
+
 /// Trains until the configured step count, the time limit, or a stop; reports events.
 pub fn train(
     req: &TrainRequest,
@@ -523,36 +604,51 @@ pub fn train(
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome, TrainError> {
     let mut t = Trainer::open(req)?;
-    let (pairs, val_pairs) = t.pair_counts();
+    drive(&mut t, req.max_minutes, control, on_event)
+}
+
+/// The training loop shared by every kind of run: steps until the schedule's step count, the
+/// time limit (minutes of this session), or a stop; pauses between steps when asked; logs,
+/// checkpoints and writes samples on schedule; reports events.
+pub fn drive(
+    t: &mut dyn Session,
+    max_minutes: Option<f64>,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, TrainError> {
+    let plan = t.schedule();
+    let (pairs, val_pairs) = t.counts();
     on_event(TrainEvent::Started {
-        run: t.run.root.clone(),
-        step: t.state.step,
-        steps: t.config.steps,
+        run: t.run_dir().root.clone(),
+        step: t.state().step,
+        steps: plan.steps,
         pairs,
         val_pairs,
     });
-    if t.state.step == 0
+    if t.state().step == 0
         && let Some(path) = t.write_sample()?
     {
         on_event(TrainEvent::Sample { step: 0, path });
     }
     let session = Instant::now();
-    let limit = req
-        .max_minutes
-        .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0));
+    let limit = max_minutes.map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0));
     let mut sums = StepLosses::default();
     let mut count = 0u64;
     let mut interval = Instant::now();
     let mut reason = StopReason::Finished;
-    while t.state.step < t.config.steps {
+    while t.state().step < plan.steps {
         if control.is_paused() {
-            on_event(TrainEvent::Paused { step: t.state.step });
+            on_event(TrainEvent::Paused {
+                step: t.state().step,
+            });
             let paused_at = Instant::now();
             while control.is_paused() {
                 std::thread::sleep(Duration::from_millis(50));
             }
             interval += paused_at.elapsed();
-            on_event(TrainEvent::Resumed { step: t.state.step });
+            on_event(TrainEvent::Resumed {
+                step: t.state().step,
+            });
         }
         if control.is_stopped() {
             reason = StopReason::Stopped;
@@ -564,21 +660,21 @@ pub fn train(
         }
         let started = Instant::now();
         let losses = t.step()?;
-        t.state.elapsed_s += started.elapsed().as_secs_f64();
+        t.state_mut().elapsed_s += started.elapsed().as_secs_f64();
         sums.add(&losses);
         count += 1;
-        let step = t.state.step;
-        let val = if step % t.config.checkpoint_every == 0 {
+        let step = t.state().step;
+        let val = if step % plan.checkpoint_every == 0 {
             let v = t.checkpoint()?;
             on_event(TrainEvent::Checkpoint {
                 step,
-                path: t.run.last(),
+                path: t.run_dir().last(),
             });
             v
         } else {
             None
         };
-        if step % t.config.log_every == 0 || val.is_some() {
+        if step % plan.log_every == 0 || val.is_some() {
             let n = count as f64;
             let m = StepMetrics {
                 step,
@@ -589,32 +685,33 @@ pub fn train(
                 l1_outside: sums.l1_outside / n,
                 wasserstein: sums.wasserstein / n,
                 it_per_s: n / interval.elapsed().as_secs_f64().max(1e-9),
-                elapsed_s: t.state.elapsed_s,
+                elapsed_s: t.state().elapsed_s,
                 val_l1_inside: val,
             };
-            append_metrics(&t.run.metrics(), &m)?;
+            append_metrics(&t.run_dir().metrics(), &m)?;
             on_event(TrainEvent::Metrics(m));
             sums = StepLosses::default();
             count = 0;
             interval = Instant::now();
         }
-        if step % t.config.sample_every == 0
+        if step % plan.sample_every == 0
             && let Some(path) = t.write_sample()?
         {
             on_event(TrainEvent::Sample { step, path });
         }
     }
-    if t.state.step % t.config.checkpoint_every != 0 || t.state.step == 0 {
+    let step = t.state().step;
+    if step % plan.checkpoint_every != 0 || step == 0 {
         t.checkpoint()?;
         on_event(TrainEvent::Checkpoint {
-            step: t.state.step,
-            path: t.run.last(),
+            step,
+            path: t.run_dir().last(),
         });
     }
     Ok(TrainOutcome {
-        step: t.state.step,
+        step,
         reason,
-        last: t.run.last(),
-        best: t.state.best,
+        last: t.run_dir().last(),
+        best: t.state().best,
     })
 }

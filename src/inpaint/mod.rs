@@ -3,3 +3,5 @@
 //! defect-free twin.
 
 pub mod attention;
+pub mod config;
+pub mod nets;
