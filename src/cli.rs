@@ -4,6 +4,7 @@
 //! functions as the GUI.
 
 mod generate;
+mod inpaint;
 mod model;
 
 use std::path::PathBuf;
@@ -106,6 +107,12 @@ pub enum CliCommand {
     },
     /// Train the defect-transfer GAN on one class of a project.
     Train(model::TrainArgs),
+    /// Inpainting: train the model, make defect-free twins, measure fill quality.
+    Inpaint {
+        /// What to do.
+        #[command(subcommand)]
+        op: inpaint::InpaintCommand,
+    },
     /// Paint new defects into defect-free images with a trained generator.
     Generate(generate::GenerateArgs),
     /// Measure the seams of each composite mode on real pairs.
@@ -165,6 +172,9 @@ fn report(bar: &ProgressBar) -> impl Fn(usize, usize) + Sync + '_ {
 pub fn run(command: CliCommand) -> anyhow::Result<()> {
     match command {
         CliCommand::Train(args) => model::run_train(&args)?,
+        CliCommand::Inpaint { op } => match op {
+            inpaint::InpaintCommand::Train(args) => inpaint::run_train(&args)?,
+        },
         CliCommand::Generate(args) => generate::run_generate(&args)?,
         CliCommand::Seams(args) => generate::run_seams(&args)?,
         CliCommand::Bench(args) => generate::run_bench(&args)?,

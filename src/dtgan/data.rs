@@ -1,7 +1,7 @@
 //! Training data: (defect-free twin, defect image, pixel mask) triples of one class.
 //!
 //! A defect image qualifies when it shows the class, has a pixel mask, and has a twin that was
-//! not rejected in seam QA. When an image also shows defects of other classes (DeepPCB has 3 to
+//! is a real template or an inpainted twin accepted in seam QA. When an image also shows defects of other classes (DeepPCB has 3 to
 //! 12 per image), those are removed from the target by pasting the twin's pixels over their
 //! boxes, and the mask keeps only the class's own regions: the generator learns one class.
 //! Decoded triples are cached up to a memory budget; the rest are decoded again when drawn.
@@ -88,7 +88,10 @@ pub fn collect_pairs(project: &Project, class: &str) -> Result<Vec<PairRef>, Dat
             no_twin += 1;
             continue;
         };
-        if e.twin_status == Some(TwinStatus::Rejected) {
+        // Real templates carry no review status; inpainted twins train only once accepted.
+        if twin.twin_status.is_some_and(|s| s != TwinStatus::Accepted)
+            || e.twin_status == Some(TwinStatus::Rejected)
+        {
             rejected += 1;
             continue;
         }
@@ -117,7 +120,7 @@ pub fn collect_pairs(project: &Project, class: &str) -> Result<Vec<PairRef>, Dat
             format!(
                 "{shown} defect images show it: {no_mask} have no pixel mask, {no_twin} have no \
                  defect-free twin (import templates or inpaint twins first), {rejected} have a \
-                 twin rejected in seam QA"
+                 twin not accepted in seam QA"
             )
         };
         return Err(DataError::NoPairs {

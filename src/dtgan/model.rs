@@ -84,7 +84,11 @@ impl Dtgan {
 
 /// Sets weights to N(0, 2 / fan_in), biases to 0, and (with `unit`) every variable to a random unit
 /// vector, leaving gains alone, visiting variables in name order so the result depends only on the seed.
-pub(crate) fn seeded_init(map: &VarMap, rng: &mut ChaCha8Rng, unit: bool) -> candle_core::Result<()> {
+pub(crate) fn seeded_init(
+    map: &VarMap,
+    rng: &mut ChaCha8Rng,
+    unit: bool,
+) -> candle_core::Result<()> {
     let data = map
         .data()
         .lock()

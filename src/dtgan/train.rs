@@ -24,7 +24,8 @@ use super::model::{
     read_checkpoint, restore_checkpoint, save_checkpoint,
 };
 use super::run::{
-    RunDir, RunInfo, RunKind, StepMetrics, StopReason, TrainControl, TrainEvent, TrainOutcome, read_metrics,
+    RunDir, RunInfo, RunKind, StepMetrics, StopReason, TrainControl, TrainEvent, TrainOutcome,
+    read_metrics,
 };
 use crate::imaging::augment::Triple;
 use crate::nn::NnError;
@@ -440,12 +441,16 @@ impl Trainer {
 
     /// Saves the checkpoint as `path`.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let parts =
-            CheckpointParts::dtgan(&self.nets, &self.opt_g, &self.opt_d, &self.state, &self.config);
+        let parts = CheckpointParts::dtgan(
+            &self.nets,
+            &self.opt_g,
+            &self.opt_d,
+            &self.state,
+            &self.config,
+        );
         save_checkpoint(path, &parts)?;
         Ok(())
     }
-
 }
 
 /// Drops metrics lines after `step` (they belong to steps a resumed run will redo).

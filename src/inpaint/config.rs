@@ -186,7 +186,9 @@ impl InpaintConfig {
         let l = &self.loss;
         for (name, v) in [("hole", l.hole), ("outside", l.outside), ("gan", l.gan)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("loss weight {name} must be a finite number >= 0, got {v}"));
+                return Err(format!(
+                    "loss weight {name} must be a finite number >= 0, got {v}"
+                ));
             }
         }
         if !(l.gamma > 0.0 && l.gamma <= 1.0) {
@@ -240,7 +242,11 @@ mod tests {
         }
         let mut cfg = InpaintConfig::preset(Preset::Tiny);
         cfg.hole_fraction = (0.2, 0.7);
-        assert!(cfg.validate().expect_err("too big").contains("hole_fraction"));
+        assert!(
+            cfg.validate()
+                .expect_err("too big")
+                .contains("hole_fraction")
+        );
         cfg = InpaintConfig::preset(Preset::Tiny);
         cfg.model.image_size = 48;
         assert!(cfg.validate().is_err());

@@ -200,7 +200,8 @@ impl InpaintOutput {
 /// `fill` where `mask` is 1, `image` elsewhere.
 pub fn paste(fill: &Tensor, image: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let keep = mask.ones_like()?.sub(mask)?;
-    fill.broadcast_mul(mask)? + image.broadcast_mul(&keep)?
+    fill.broadcast_mul(mask)?
+        .broadcast_add(&image.broadcast_mul(&keep)?)
 }
 
 /// The two-stage generator.
@@ -293,7 +294,12 @@ impl InpaintNet {
     /// The refinement network's parts: dilated branch, attention branch before and after the
     /// attention layer, and the decoder.
     pub fn refinement(&self) -> [&Chain; 4] {
-        [&self.conv_branch, &self.att_pre, &self.att_post, &self.merge]
+        [
+            &self.conv_branch,
+            &self.att_pre,
+            &self.att_post,
+            &self.merge,
+        ]
     }
 
     fn coarse_input(image: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -316,7 +322,13 @@ impl InpaintNet {
         self.run(image, mask, false, true).map(|_| ())
     }
 
-    fn run(&self, image: &Tensor, mask: &Tensor, train: bool, calibrate: bool) -> Result<InpaintOutput> {
+    fn run(
+        &self,
+        image: &Tensor,
+        mask: &Tensor,
+        train: bool,
+        calibrate: bool,
+    ) -> Result<InpaintOutput> {
         let pass = |chain: &Chain, x: &Tensor| {
             if calibrate {
                 chain.calibrate(x)
@@ -393,11 +405,17 @@ impl InpaintCritic {
     }
 
     /// Top-left corner of the local window around a hole (clamped into the image).
-    pub fn local_corner(&self, image_side: usize, hole: (usize, usize, usize, usize)) -> (usize, usize) {
+    pub fn local_corner(
+        &self,
+        image_side: usize,
+        hole: (usize, usize, usize, usize),
+    ) -> (usize, usize) {
         let (y, x, h, w) = hole;
         let s = self.local_side;
         let place = |start: usize, len: usize| {
-            (start + len / 2).saturating_sub(s / 2).min(image_side.saturating_sub(s))
+            (start + len / 2)
+                .saturating_sub(s / 2)
+                .min(image_side.saturating_sub(s))
         };
         (place(y, h), place(x, w))
     }
@@ -474,7 +492,11 @@ impl InpaintGan {
     }
 
     /// The generator alone (for applying a trained model), weights under `vb`.
-    pub fn generator_only(model: &InpaintModel, vb: VarBuilder, buffers: &VarMap) -> Result<InpaintNet> {
+    pub fn generator_only(
+        model: &InpaintModel,
+        vb: VarBuilder,
+        buffers: &VarMap,
+    ) -> Result<InpaintNet> {
         InpaintNet::new(model, vb.pp("inpaint"), buffers)
     }
 }
@@ -498,8 +520,17 @@ mod tests {
             .filter(|&d| d > 1)
             .collect();
         assert_eq!(dil, vec![2, 4, 8, 16], "dilated branch");
-        let down = |c: &Chain| c.strides_and_dilations().iter().filter(|&&(s, _)| s == 2).count();
-        assert_eq!((down(conv), down(pre)), (2, 2), "both branches reach a quarter");
+        let down = |c: &Chain| {
+            c.strides_and_dilations()
+                .iter()
+                .filter(|&&(s, _)| s == 2)
+                .count()
+        };
+        assert_eq!(
+            (down(conv), down(pre)),
+            (2, 2),
+            "both branches reach a quarter"
+        );
         assert_eq!(conv.out_channels() + post.out_channels(), 8 * m.width);
         assert_eq!(merge.out_channels(), 3);
         let dev = Device::Cpu;

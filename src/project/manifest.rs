@@ -193,6 +193,19 @@ pub struct ImageEntry {
     /// For images made by the generator: how to make exactly this file again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<Provenance>,
+    /// For twins made by inpainting: which model and how well the seam scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inpaint: Option<InpaintInfo>,
+}
+
+/// How an inpainted twin was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InpaintInfo {
+    /// SHA-256 of the inpainting checkpoint file, hex.
+    pub checkpoint: String,
+    /// Seam score: gradient energy across the box borders relative to the image's typical
+    /// gradient energy (about 1 for an invisible seam; higher is worse).
+    pub seam: f64,
 }
 
 /// Where a synthetic image came from: enough to reproduce it bit for bit.
@@ -226,6 +239,7 @@ impl ImageEntry {
             twin_status: None,
             regions: Vec::new(),
             synthetic: None,
+            inpaint: None,
         }
     }
 

@@ -18,7 +18,9 @@ pub mod stats;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use manifest::{ImageEntry, Manifest, Provenance, Region, RelPath, Role, TwinStatus};
+pub use manifest::{
+    ImageEntry, InpaintInfo, Manifest, Provenance, Region, RelPath, Role, TwinStatus,
+};
 
 use crate::fsutil::write_atomic;
 

@@ -1,0 +1,422 @@
+//! Applying a trained inpainting model: filling boxes, scoring seams, making a project's
+//! defect-free twins.
+//!
+//! Each box (connected part of the box mask) is filled in its own window: the box's centre, a
+//! square of the training crop side at the image's own resolution (scaled down only when the box
+//! is larger than half the window). Every hole pixel not filled yet is masked in that window, so
+//! no defect is ever used as context. Only the hole's pixels change: outside the box mask the
+//! twin is the input, byte for byte.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use image::{GrayImage, Luma, RgbImage};
+use sha2::{Digest, Sha256};
+
+use super::config::InpaintConfig;
+use super::nets::{InpaintGan, InpaintNet};
+use super::train::inpaint_config;
+use crate::dtgan::data::{image_tensor, mask_tensor, tensor_image};
+use crate::dtgan::generate::{gray_like, resolve_checkpoint};
+use crate::dtgan::model::{read_checkpoint, restore_vars};
+use crate::imaging::boxes::{box_mask_from_mask, connected_components};
+use crate::imaging::io::{load_mask, load_rgb8, save_png};
+use crate::imaging::rect::Rect;
+use crate::nn::NnError;
+use crate::nn::device::{DeviceChoice, select_device};
+use crate::project::{ImageEntry, InpaintInfo, Project, RelPath, Role, TwinStatus};
+
+/// Why filling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InpaintError {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Nn(#[from] NnError),
+    /// No checkpoint in a run folder.
+    #[error(transparent)]
+    Generate(#[from] crate::dtgan::generate::GenerateError),
+    /// A tensor operation failed.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// An image or mask could not be read or written.
+    #[error(transparent)]
+    Imaging(#[from] crate::imaging::io::ImagingError),
+    /// The project could not be read or saved.
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    /// Image and mask differ in size.
+    #[error("{}: image is {image:?} but its box mask is {mask:?}", path.display())]
+    SizeMismatch {
+        /// The image.
+        path: PathBuf,
+        /// Image size.
+        image: (u32, u32),
+        /// Mask size.
+        mask: (u32, u32),
+    },
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A trained inpainting generator, ready to fill holes.
+pub struct Inpainter {
+    /// The run's configuration.
+    pub config: InpaintConfig,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// SHA-256 of the checkpoint file, hex.
+    pub checkpoint_sha256: String,
+    net: InpaintNet,
+    device: Device,
+    _vars: VarMap,
+    _buffers: VarMap,
+}
+
+impl Inpainter {
+    /// Loads the generator of a run folder (its best checkpoint, else the last) or a checkpoint.
+    pub fn load(path: &Path, device: DeviceChoice) -> Result<Self, InpaintError> {
+        let checkpoint = resolve_checkpoint(path)?;
+        let bytes = std::fs::read(&checkpoint).map_err(|source| NnError::CheckpointIo {
+            path: checkpoint.clone(),
+            source,
+        })?;
+        let checkpoint_sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let (tensors, meta) = read_checkpoint(&checkpoint)?;
+        let config = inpaint_config(&checkpoint, &meta)?;
+        let device = select_device(device)?;
+        let vars = VarMap::new();
+        let buffers = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+        let net = InpaintGan::generator_only(&config.model, vb, &buffers)?;
+        let bad = |msg: String| NnError::CheckpointFormat {
+            path: checkpoint.clone(),
+            msg,
+        };
+        restore_vars(&vars, "", &tensors).map_err(bad)?;
+        restore_vars(&buffers, "sn.", &tensors).map_err(bad)?;
+        Ok(Self {
+            config,
+            checkpoint,
+            checkpoint_sha256,
+            net,
+            device,
+            _vars: vars,
+            _buffers: buffers,
+        })
+    }
+
+    /// The window (square, inside the image when it fits) in which `bbox` is filled, and the
+    /// side it is scaled to.
+    fn window(&self, bbox: Rect, (w, h): (u32, u32)) -> Rect {
+        let s = self.config.model.image_size as u32;
+        let longest = bbox.w.max(bbox.h);
+        // The hole may fill at most half the window, as in training.
+        let side = s.max(2 * longest).min(w.min(h)).max(1);
+        let place = |start: u32, len: u32, limit: u32| {
+            (start + len / 2).saturating_sub(side / 2).min(limit - side)
+        };
+        Rect::new(
+            place(bbox.x, bbox.w, w),
+            place(bbox.y, bbox.h, h),
+            side,
+            side,
+        )
+    }
+
+    /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
+    pub fn fill(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
+        if image.dimensions() != hole.dimensions() {
+            return Err(InpaintError::SizeMismatch {
+                path: PathBuf::from("(image)"),
+                image: image.dimensions(),
+                mask: hole.dimensions(),
+            });
+        }
+        let s = self.config.model.image_size as u32;
+        let mut out = image.clone();
+        let mut remaining = crate::imaging::io::binarize(hole.clone());
+        for comp in connected_components(&remaining.clone()) {
+            let win = self.window(comp.bbox, image.dimensions());
+            let crop = image::imageops::crop_imm(&out, win.x, win.y, win.w, win.h).to_image();
+            let crop_mask =
+                image::imageops::crop_imm(&remaining, win.x, win.y, win.w, win.h).to_image();
+            let (x_img, x_mask) = if win.w == s {
+                (crop.clone(), crop_mask.clone())
+            } else {
+                (
+                    image::imageops::resize(&crop, s, s, image::imageops::FilterType::Triangle),
+                    // Any hole pixel under a scaled pixel makes it a hole pixel.
+                    grow_resize(&crop_mask, s),
+                )
+            };
+            let x = image_tensor(&x_img, &self.device)?.contiguous()?;
+            let m = mask_tensor(&x_mask, &self.device)?;
+            let y = self.net.forward(&x, &m, false)?;
+            let mut filled = tensor_image(&y.refined, 0)?;
+            if win.w != s {
+                filled = image::imageops::resize(
+                    &filled,
+                    win.w,
+                    win.h,
+                    image::imageops::FilterType::Triangle,
+                );
+            }
+            gray_like(&mut filled, &crop);
+            let b = comp.bbox;
+            for yy in b.y..b.bottom() {
+                for xx in b.x..b.right() {
+                    if remaining.get_pixel(xx, yy)[0] != 0 {
+                        out.put_pixel(xx, yy, *filled.get_pixel(xx - win.x, yy - win.y));
+                        remaining.put_pixel(xx, yy, Luma([0]));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Resizes a 0/255 mask to `side` x `side` so that a target pixel is a hole pixel when any
+/// source pixel under it is.
+fn grow_resize(mask: &GrayImage, side: u32) -> GrayImage {
+    let (w, h) = mask.dimensions();
+    let mut out = GrayImage::new(side, side);
+    for y in 0..h {
+        for x in 0..w {
+            if mask.get_pixel(x, y)[0] != 0 {
+                let (tx, ty) = (x * side / w.max(1), y * side / h.max(1));
+                out.put_pixel(tx.min(side - 1), ty.min(side - 1), Luma([255]));
+            }
+        }
+    }
+    // Pixels of a downscale can fall between the marks of a sparse hole: close the gaps.
+    crate::dtgan::generate::dilate(&out, 1)
+}
+
+fn luma(p: &image::Rgb<u8>) -> f64 {
+    0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])
+}
+
+/// How visible the border of the filled region is: the RMS brightness step across the border of
+/// `hole` (pairs of 4-neighbours, one in, one out) divided by the RMS step between
+/// 4-neighbours elsewhere (both outside). About 1 for an invisible seam; a seam scores higher.
+/// Zero when there is no border (no hole, or no pixel outside it).
+pub fn seam_score(image: &RgbImage, hole: &GrayImage) -> f64 {
+    let (w, h) = image.dimensions();
+    let inside = |x: u32, y: u32| hole.get_pixel(x, y)[0] != 0;
+    let (mut seam, mut seam_n, mut rest, mut rest_n) = (0.0, 0u64, 0.0, 0u64);
+    for y in 0..h {
+        for x in 0..w {
+            let a = luma(image.get_pixel(x, y));
+            for (nx, ny) in [(x + 1, y), (x, y + 1)] {
+                if nx >= w || ny >= h {
+                    continue;
+                }
+                let d = a - luma(image.get_pixel(nx, ny));
+                match (inside(x, y), inside(nx, ny)) {
+                    (true, false) | (false, true) => {
+                        seam += d * d;
+                        seam_n += 1;
+                    }
+                    (false, false) => {
+                        rest += d * d;
+                        rest_n += 1;
+                    }
+                    (true, true) => {}
+                }
+            }
+        }
+    }
+    if seam_n == 0 || rest_n == 0 {
+        return 0.0;
+    }
+    let typical = (rest / rest_n as f64).sqrt().max(1.0);
+    (seam / seam_n as f64).sqrt() / typical
+}
+
+/// The seam score above which a twin is flagged: the median plus three robust standard
+/// deviations (1.4826 MAD) of `scores`, and never below 1.5.
+pub fn seam_outlier_threshold(scores: &[f64]) -> f64 {
+    if scores.is_empty() {
+        return f64::INFINITY;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let m = median(&mut scores.to_vec());
+    let mut dev: Vec<f64> = scores.iter().map(|s| (s - m).abs()).collect();
+    let mad = median(&mut dev);
+    (m + 3.0 * 1.4826 * mad).max(1.5)
+}
+
+/// What to make twins for.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// The run folder or checkpoint.
+    pub run: PathBuf,
+    /// The project.
+    pub project: PathBuf,
+    /// Only defect images showing this class (all when `None`).
+    pub class: Option<String>,
+    /// Also remake twins that were accepted already.
+    pub redo_accepted: bool,
+    /// Where to compute.
+    pub device: DeviceChoice,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplySummary {
+    /// Twins made (new or remade), pending review.
+    pub made: usize,
+    /// Defect images skipped because they have a real template.
+    pub real_twin: usize,
+    /// Defect images skipped because their twin was accepted already.
+    pub accepted: usize,
+    /// Defect images with no box mask and no pixel mask.
+    pub no_mask: usize,
+    /// Seam score above which twins are flagged.
+    pub threshold: f64,
+    /// Twins above it.
+    pub flagged: usize,
+}
+
+/// Id of the inpainted twin of defect image `id`.
+pub fn twin_id(id: &str) -> String {
+    format!("{id}~twin")
+}
+
+/// Makes the inpainted twins of a project's defect images (status `pending review`), writing
+/// the manifest after each image, so that a crash loses at most the image in progress.
+/// `progress(done, total)` after each image; `cancelled()` is checked between images.
+pub fn apply_project(
+    req: &ApplyRequest,
+    progress: &mut dyn FnMut(usize, usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<ApplySummary, InpaintError> {
+    let model = Inpainter::load(&req.run, req.device)?;
+    let mut project = Project::open(&req.project)?;
+    let mut summary = ApplySummary::default();
+    let todo: Vec<usize> = project
+        .manifest
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            e.role == Role::Defect
+                && e.synthetic.is_none()
+                && req
+                    .class
+                    .as_ref()
+                    .is_none_or(|c| e.classes().contains(c.as_str()))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let total = todo.len();
+    for (done, &i) in todo.iter().enumerate() {
+        if cancelled() {
+            return Err(InpaintError::Cancelled);
+        }
+        progress(done, total);
+        let entry = project.manifest.images[i].clone();
+        let existing = entry
+            .twin
+            .as_deref()
+            .and_then(|t| project.manifest.image(t));
+        match existing {
+            Some(t) if t.inpaint.is_none() => {
+                summary.real_twin += 1;
+                continue;
+            }
+            Some(t) if t.twin_status == Some(TwinStatus::Accepted) && !req.redo_accepted => {
+                summary.accepted += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let image_path = project.abs(&entry.path);
+        let image = load_rgb8(&image_path)?;
+        let hole = match (&entry.box_mask, &entry.mask) {
+            (Some(b), _) => load_mask(&project.abs(b))?,
+            (None, Some(m)) => {
+                box_mask_from_mask(&load_mask(&project.abs(m))?, project.manifest.box_margin)
+            }
+            (None, None) => {
+                summary.no_mask += 1;
+                continue;
+            }
+        };
+        if hole.dimensions() != image.dimensions() {
+            return Err(InpaintError::SizeMismatch {
+                path: image_path,
+                image: image.dimensions(),
+                mask: hole.dimensions(),
+            });
+        }
+        let twin = model.fill(&image, &hole)?;
+        let seam = seam_score(&twin, &hole);
+        let id = twin_id(&entry.id);
+        let rel = twin_path(&entry.id);
+        let abs = project.ensure_parent(&rel)?;
+        save_png(&abs, &image::DynamicImage::ImageRgb8(twin))?;
+        let mut t = ImageEntry::new(&id, rel, Role::Template, &entry.group);
+        t.width = image.width();
+        t.height = image.height();
+        t.class = entry.class.clone();
+        t.twin_of = Some(entry.id.clone());
+        t.twin_status = Some(TwinStatus::PendingReview);
+        t.inpaint = Some(InpaintInfo {
+            checkpoint: model.checkpoint_sha256.clone(),
+            seam,
+        });
+        let m = &mut project.manifest;
+        match m.index_of(&id) {
+            Some(j) => m.images[j] = t,
+            None => m.images.push(t),
+        }
+        m.images[i].twin = Some(id);
+        project.save()?;
+        summary.made += 1;
+    }
+    progress(total, total);
+    let scores: Vec<f64> = project
+        .manifest
+        .images
+        .iter()
+        .filter_map(|e| e.inpaint.as_ref().map(|p| p.seam))
+        .collect();
+    summary.threshold = seam_outlier_threshold(&scores);
+    summary.flagged = scores.iter().filter(|&&s| s > summary.threshold).count();
+    Ok(summary)
+}
+
+/// Where the twin of defect image `id` is stored.
+pub fn twin_path(id: &str) -> RelPath {
+    let p = Project::default_mask_path(id);
+    RelPath::new(format!("twins/{}", &p.as_str()["masks/".len()..]))
+        .unwrap_or_else(|_| RelPath::new("twins/_.png").expect("constant path is valid"))
+}
+
+/// Sets the review status of twins (by twin id); returns how many changed. Real templates
+/// (no inpainting record) are left alone.
+pub fn set_twin_status(project: &mut Project, ids: &[String], status: TwinStatus) -> usize {
+    let mut changed = 0;
+    for e in &mut project.manifest.images {
+        if e.inpaint.is_some() && ids.contains(&e.id) && e.twin_status != Some(status) {
+            e.twin_status = Some(status);
+            changed += 1;
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+use super::*;
+use crate::demo::{DemoConfig, make_demo};
+use crate::dtgan::Preset;
+use crate::dtgan::run::{TrainControl, read_metrics};
+use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
+
+/// A 64 px demo project.
+fn demo(dir: &Path) -> PathBuf {
+    let root = dir.join("project");
+    let cfg = DemoConfig {
+        seed: 5,
+        size: 64,
+        good_per_group: 1,
+        defects_per_class_per_group: 1,
+    };
+    make_demo(&root, &cfg, &|_, _| {}).expect("demo");
+    root
+}
+
+#[test]
+fn seam_score_sees_a_step_at_the_border() {
+    // A smooth ramp: the border is like everywhere else.
+    let ramp = RgbImage::from_fn(40, 40, |x, y| {
+        let v = (x * 3 + y * 2) as u8;
+        image::Rgb([v, v, v])
+    });
+    let mut hole = GrayImage::new(40, 40);
+    for y in 10..25 {
+        for x in 12..30 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
+    let smooth = seam_score(&ramp, &hole);
+    assert!((smooth - 1.0).abs() < 0.3, "ramp scores {smooth}");
+    // The same image with the hole filled 60 levels too bright.
+    let mut seamy = ramp.clone();
+    for (x, y, p) in seamy.enumerate_pixels_mut() {
+        if hole.get_pixel(x, y)[0] != 0 {
+            p.0 = [p[0] + 60; 3];
+        }
+    }
+    let bad = seam_score(&seamy, &hole);
+    assert!(bad > 5.0 * smooth, "seam {bad} vs smooth {smooth}");
+    assert_eq!(
+        seam_score(&ramp, &GrayImage::new(40, 40)),
+        0.0,
+        "no hole, no seam"
+    );
+    let t = seam_outlier_threshold(&[1.0, 1.1, 0.9, 1.05, 0.95, 9.0]);
+    assert!(t > 1.1 && t < 9.0, "{t}");
+}
+
+/// Trains the tiny preset on one defect-free image; its validation L1 in the holes must fall
+/// well below where it started. Then fills boxes with the model: only box pixels change; and
+/// makes twins for a project, which stay out of DTGAN training until accepted.
+#[test]
+fn overfits_one_image_and_makes_reviewable_twins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = demo(dir.path());
+    let mut project = Project::open(&root).expect("open");
+    let good = project
+        .manifest
+        .images
+        .iter()
+        .find(|e| e.role == Role::Good)
+        .map(|e| (e.id.clone(), e.group.clone()))
+        .expect("a good image");
+    // Train on that one image only (its group may hold templates too: keep it alone).
+    let only = vec![good.1.clone()];
+    let mut p2 = project.clone();
+    p2.manifest
+        .images
+        .retain(|e| e.group != good.1 || e.id == good.0 || e.role == Role::Defect);
+    p2.manifest.images.iter_mut().for_each(|e| {
+        if e.group == good.1 {
+            e.twin = None;
+        }
+    });
+    p2.save().expect("save");
+    let mut cfg = InpaintConfig::preset(Preset::Tiny);
+    cfg.steps = 150;
+    cfg.checkpoint_every = 150;
+    cfg.log_every = 10;
+    cfg.flip = false;
+    let run = dir.path().join("run");
+    let req = InpaintTrainRequest {
+        project: root.clone(),
+        groups: only,
+        run: run.clone(),
+        config: cfg,
+        resume: false,
+        max_minutes: None,
+        device: DeviceChoice::Cpu,
+    };
+    let out = train_inpaint(&req, &TrainControl::new(), &mut |_| {}).expect("train");
+    assert_eq!(out.step, 150);
+    let metrics = read_metrics(&run.join("metrics.jsonl")).expect("metrics");
+    let first: f64 = metrics.iter().take(2).map(|m| m.l1_inside).sum::<f64>() / 2.0;
+    let last: f64 = metrics
+        .iter()
+        .rev()
+        .take(2)
+        .map(|m| m.l1_inside)
+        .sum::<f64>()
+        / 2.0;
+    assert!(last < 0.5 * first, "hole L1 from {first:.4} to {last:.4}");
+    assert!(run.join("samples").join("step_0000150.png").exists());
+
+    // Paste-back: outside the hole, byte for byte.
+    let model = Inpainter::load(&run, DeviceChoice::Cpu).expect("load");
+    let img = load_rgb8(&root.join(&p2.manifest.image(&good.0).expect("good").path.to_string()))
+        .expect("image");
+    let mut hole = GrayImage::new(img.width(), img.height());
+    for y in 20..34 {
+        for x in 5..17 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
+    for y in 40..50 {
+        for x in 45..60 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
+    let filled = model.fill(&img, &hole).expect("fill");
+    let mut changed_inside = 0;
+    for (x, y, p) in filled.enumerate_pixels() {
+        if hole.get_pixel(x, y)[0] == 0 {
+            assert_eq!(
+                p,
+                img.get_pixel(x, y),
+                "pixel ({x}, {y}) outside the hole changed"
+            );
+        } else if p != img.get_pixel(x, y) {
+            changed_inside += 1;
+        }
+    }
+    assert!(changed_inside > 0);
+    let wrong_size = GrayImage::new(3, 3);
+    assert!(matches!(
+        model.fill(&img, &wrong_size),
+        Err(InpaintError::SizeMismatch { .. })
+    ));
+
+    // Twins for the defect images without a real template (the group whose links we cut).
+    let summary = apply_project(
+        &ApplyRequest {
+            run: run.clone(),
+            project: root.clone(),
+            class: None,
+            redo_accepted: false,
+            device: DeviceChoice::Cpu,
+        },
+        &mut |_, _| {},
+        &|| false,
+    )
+    .expect("apply");
+    assert!(summary.made > 0 && summary.real_twin > 0, "{summary:?}");
+    project = Project::open(&root).expect("reopen");
+    let twins: Vec<&ImageEntry> = project
+        .manifest
+        .images
+        .iter()
+        .filter(|e| e.inpaint.is_some())
+        .collect();
+    assert_eq!(twins.len(), summary.made);
+    for t in &twins {
+        assert_eq!(t.twin_status, Some(TwinStatus::PendingReview));
+        let defect = project
+            .manifest
+            .image(t.twin_of.as_deref().expect("twin_of"))
+            .expect("defect");
+        assert_eq!(defect.twin.as_deref(), Some(t.id.as_str()));
+        assert!(project.abs(&t.path).exists());
+    }
+    // Pending twins are not training data; accepted ones are.
+    let class = project
+        .manifest
+        .image(twins[0].twin_of.as_deref().expect("of"))
+        .and_then(|d| d.classes().into_iter().next().map(str::to_owned))
+        .expect("class");
+    let count = |p: &Project| {
+        crate::dtgan::data::collect_pairs(p, &class)
+            .map(|v| {
+                v.iter()
+                    .filter(|r| r.twin.to_string_lossy().contains("twins/"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(count(&project), 0, "pending twins must not train");
+    let ids: Vec<String> = twins.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(
+        set_twin_status(&mut project, &ids, TwinStatus::Accepted),
+        ids.len()
+    );
+    assert!(count(&project) > 0, "accepted twins train");
+    // Re-applying leaves accepted twins alone.
+    project.save().expect("save");
+    let again = apply_project(
+        &ApplyRequest {
+            run,
+            project: root,
+            class: None,
+            redo_accepted: false,
+            device: DeviceChoice::Cpu,
+        },
+        &mut |_, _| {},
+        &|| false,
+    )
+    .expect("apply again");
+    assert_eq!((again.made, again.accepted), (0, summary.made));
+}

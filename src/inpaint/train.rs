@@ -1,0 +1,419 @@
+//! Training the inpainting GAN on defect-free images with random square holes.
+//!
+//! Runs through the DTGAN trainer's loop ([`crate::dtgan::train::drive`]): same run folder
+//! layout, checkpoints that resume exactly, metrics lines (`l1_inside` is the refined output's
+//! L1 in the hole, `val_l1_inside` the same on the validation crops), sample grids, pause /
+//! resume / stop.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::{DynamicImage, Rgb, RgbImage};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::attention::flow_image;
+use super::config::InpaintConfig;
+use super::data::{Batch, Example, ImageSampler, batch, collect_images};
+use super::nets::{InpaintGan, InpaintOutput, paste};
+use crate::dtgan::adam::Adam;
+use crate::dtgan::data::tensor_image;
+use crate::dtgan::model::{
+    CHECKPOINT_FORMAT, CheckpointParts, TrainState, read_checkpoint, restore_checkpoint,
+    save_checkpoint,
+};
+use crate::dtgan::run::{RunDir, RunInfo, RunKind, TrainControl, TrainEvent, TrainOutcome};
+use crate::dtgan::train::{
+    Schedule, Session, StepLosses, TrainError, check_run_folder, derive_seed, drive,
+    prepare_run_files,
+};
+use crate::nn::NnError;
+use crate::nn::device::{DeviceChoice, select_device};
+use crate::project::Project;
+
+/// Most validation crops shown in a sample grid.
+const MAX_GRID_ROWS: usize = 6;
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct InpaintTrainRequest {
+    /// The project folder.
+    pub project: PathBuf,
+    /// Groups whose defect-free images to train on (empty: all).
+    pub groups: Vec<String>,
+    /// The run folder (created).
+    pub run: PathBuf,
+    /// The configuration; when resuming, only `steps` is taken from here.
+    pub config: InpaintConfig,
+    /// Continue the run in `run` from its last checkpoint.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many minutes of this session.
+    pub max_minutes: Option<f64>,
+    /// Where to compute.
+    pub device: DeviceChoice,
+}
+
+/// Parses the inpainting configuration in a checkpoint's metadata.
+pub fn inpaint_config(
+    path: &Path,
+    meta: &std::collections::HashMap<String, String>,
+) -> Result<InpaintConfig, NnError> {
+    let text = meta
+        .get("config")
+        .ok_or_else(|| NnError::CheckpointFormat {
+            path: path.to_path_buf(),
+            msg: "no configuration in the metadata".into(),
+        })?;
+    serde_json::from_str(text).map_err(|e| NnError::CheckpointFormat {
+        path: path.to_path_buf(),
+        msg: format!("not an inpainting checkpoint ({e})"),
+    })
+}
+
+/// An inpainting run in memory.
+pub struct InpaintTrainer {
+    /// The configuration.
+    pub config: InpaintConfig,
+    /// The networks.
+    pub gan: InpaintGan,
+    opt_g: Adam,
+    opt_d: Adam,
+    /// Where the run stands.
+    pub state: TrainState,
+    sampler: ImageSampler,
+    val: Vec<Example>,
+    run: RunDir,
+}
+
+fn scalar(t: &Tensor) -> candle_core::Result<f64> {
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
+/// Mean of `|a - b| * weight` over the pixels where `weight > 0` (and channels).
+fn weighted_l1(
+    a: &Tensor,
+    b: &Tensor,
+    weight: &Tensor,
+    region: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let c = a.dim(1)? as f64;
+    let n = (region.sum_all()? * c)?.maximum(1.0)?;
+    (a - b)?.abs()?.broadcast_mul(weight)?.sum_all()? / n
+}
+
+/// Inpainting losses of one stage's output: discounted L1 in the hole, L1 outside.
+fn stage_losses(out: &Tensor, b: &Batch) -> candle_core::Result<(Tensor, Tensor)> {
+    let outside = b.mask.ones_like()?.sub(&b.mask)?;
+    let hole = weighted_l1(out, &b.image, &b.discount, &b.mask)?;
+    let out_l1 = weighted_l1(out, &b.image, &outside, &outside)?;
+    Ok((hole, out_l1))
+}
+
+impl InpaintTrainer {
+    /// Prepares a new run, or reloads one to resume.
+    pub fn open(req: &InpaintTrainRequest) -> Result<Self, TrainError> {
+        let run = RunDir::new(&req.run);
+        let resuming = check_run_folder(&run, req.resume)?;
+        let device = select_device(req.device)?;
+        let project = Project::open(&req.project)?;
+        let images =
+            collect_images(&project, &req.groups).map_err(|e| TrainError::Config(e.to_string()))?;
+        let (config, ckpt) = if resuming {
+            let path = run.last();
+            let contents = read_checkpoint(&path)?;
+            let mut cfg = inpaint_config(&path, &contents.1)?;
+            cfg.steps = req.config.steps;
+            (cfg, Some((path, contents)))
+        } else {
+            (req.config.clone(), None)
+        };
+        config.validate().map_err(TrainError::Config)?;
+        // Hold out every k-th image for validation when there are enough.
+        let n_val = config.val_images.min(images.len() / 5);
+        let (train_imgs, val_imgs): (Vec<_>, Vec<_>) = if n_val == 0 {
+            (
+                images.clone(),
+                images.iter().take(config.val_images).cloned().collect(),
+            )
+        } else {
+            let every = images.len() / n_val;
+            let (v, t): (Vec<_>, Vec<_>) = images
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| i % every == 0 && i / every < n_val);
+            (
+                t.into_iter().map(|(_, p)| p).collect(),
+                v.into_iter().map(|(_, p)| p).collect(),
+            )
+        };
+        // Fixed validation crops and holes, drawn from their own stream.
+        let mut val_sampler = ImageSampler::new(val_imgs);
+        let mut vrng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, u64::MAX));
+        let val = (0..config.val_images.max(1))
+            .map(|_| val_sampler.sample(&config, &mut vrng))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+
+        let gan = InpaintGan::new(&config.model, &device, config.seed)?;
+        let mut opt_g = Adam::new(&gan.gen_vars, config.lr_g, config.beta1, config.beta2)?;
+        let mut opt_d = Adam::new(&gan.critic_vars, config.lr_d, config.beta1, config.beta2)?;
+        let state = match ckpt {
+            None => TrainState {
+                format: CHECKPOINT_FORMAT,
+                step: 0,
+                best: None,
+                elapsed_s: 0.0,
+            },
+            Some((path, contents)) => restore_checkpoint(
+                &path,
+                &contents,
+                &[
+                    ("", &gan.gen_vars),
+                    ("", &gan.critic_vars),
+                    ("sn.", &gan.buffers),
+                ],
+                &mut [("adam_g.", &mut opt_g), ("adam_d.", &mut opt_d)],
+            )?,
+        };
+        let mut sampler = ImageSampler::new(train_imgs);
+        if state.step == 0 {
+            let mut rng = step_rng(config.seed, 0);
+            let examples = (0..config.batch_size.max(4))
+                .map(|_| sampler.sample(&config, &mut rng))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+            let b = batch(&examples, config.loss.gamma, &device)?;
+            gan.net.calibrate(&b.image, &b.mask)?;
+        }
+        let info = RunInfo {
+            project: std::fs::canonicalize(&req.project).unwrap_or_else(|_| req.project.clone()),
+            class: String::new(),
+            kind: RunKind::Inpaint,
+            groups: req.groups.clone(),
+        };
+        prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
+        Ok(Self {
+            config,
+            gan,
+            opt_g,
+            opt_d,
+            state,
+            sampler,
+            val,
+            run,
+        })
+    }
+
+    fn device(&self) -> &Device {
+        &self.gan.device
+    }
+
+    fn draw(&mut self, rng: &mut ChaCha8Rng) -> Result<Batch, TrainError> {
+        let examples = (0..self.config.batch_size)
+            .map(|_| self.sampler.sample(&self.config, rng))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(batch(&examples, self.config.loss.gamma, &self.gan.device)?)
+    }
+
+    fn corners(&self, b: &Batch) -> Vec<(usize, usize)> {
+        let s = self.config.model.image_size;
+        b.holes
+            .iter()
+            .map(|&h| self.gan.critic.local_corner(s, h))
+            .collect()
+    }
+
+    fn check(&self, what: &'static str, value: f64) -> Result<f64, TrainError> {
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(TrainError::NonFinite {
+                what,
+                value,
+                step: self.state.step + 1,
+                last_good: self.run.last(),
+            })
+        }
+    }
+
+    /// One generator step after `n_critic` critic steps.
+    pub fn step(&mut self) -> Result<StepLosses, TrainError> {
+        let mut rng = step_rng(self.config.seed, self.state.step + 1);
+        let n_critic = self.config.n_critic;
+        let mut losses = StepLosses::default();
+        let mut last = None;
+        for _ in 0..n_critic {
+            let b = self.draw(&mut rng)?;
+            let corners = self.corners(&b);
+            let out = self.gan.net.forward(&b.image, &b.mask, true)?;
+            let fake = out.completed(&b.image, &b.mask)?.detach();
+            let d_real = self.gan.critic.forward(&b.image, &b.mask, &corners, true)?;
+            let d_fake = self.gan.critic.forward(&fake, &b.mask, &corners, true)?;
+            let w = (d_real.mean_all()? - d_fake.mean_all()?)?;
+            let drift = (d_real.sqr()?.mean_all()? * self.config.drift)?;
+            let loss_d = (drift - &w)?;
+            losses.loss_d += self.check("critic loss", scalar(&loss_d)?)? / n_critic as f64;
+            losses.wasserstein += scalar(&w)? / n_critic as f64;
+            self.opt_d.backward_step(&loss_d)?;
+            last = Some((b, corners));
+        }
+        let Some((b, corners)) = last else {
+            return Err(TrainError::Config("n_critic must be at least 1".into()));
+        };
+        let out = self.gan.net.forward(&b.image, &b.mask, true)?;
+        let completed = out.completed(&b.image, &b.mask)?;
+        let gan = self
+            .gan
+            .critic
+            .forward(&completed, &b.mask, &corners, true)?
+            .mean_all()?
+            .neg()?;
+        let (hole1, out1) = stage_losses(&out.coarse, &b)?;
+        let (hole2, out2) = stage_losses(&out.refined, &b)?;
+        let w = self.config.loss;
+        let loss_g =
+            ((((hole1 + &hole2)? * w.hole)? + ((out1 + &out2)? * w.outside)?)? + (&gan * w.gan)?)?;
+        losses.loss_g = self.check("generator loss", scalar(&loss_g)?)?;
+        losses.l_gan = scalar(&gan)?;
+        // Plain (undiscounted) L1 of the refined output in the hole, for the curves.
+        let plain = weighted_l1(&out.refined, &b.image, &b.mask, &b.mask)?;
+        losses.l1_inside = scalar(&plain)?;
+        losses.l1_outside = scalar(&out2)?;
+        self.opt_g.backward_step(&loss_g)?;
+        self.state.step += 1;
+        Ok(losses)
+    }
+
+    fn validation_outputs(&self) -> Result<Option<(Batch, InpaintOutput)>, TrainError> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let b = batch(&self.val, self.config.loss.gamma, self.device())?;
+        let out = self.gan.net.forward(&b.image, &b.mask, false)?;
+        Ok(Some((b, out)))
+    }
+
+    /// Mean L1 in the holes of the validation crops (refined output).
+    pub fn validate(&self) -> Result<Option<f64>, TrainError> {
+        let Some((b, out)) = self.validation_outputs()? else {
+            return Ok(None);
+        };
+        let l1 = weighted_l1(&out.refined, &b.image, &b.mask, &b.mask)?;
+        Ok(Some(scalar(&l1)?))
+    }
+
+    /// Writes a grid: input with hole | coarse | refined (completed) | attention flow | truth.
+    pub fn write_sample(&self) -> Result<Option<PathBuf>, TrainError> {
+        let Some((b, out)) = self.validation_outputs()? else {
+            return Ok(None);
+        };
+        let rows = self.val.len().min(MAX_GRID_ROWS);
+        let s = self.config.model.image_size as u32;
+        let gap = 2;
+        let cols = 5;
+        let mut grid = RgbImage::from_pixel(
+            cols * s + (cols - 1) * gap,
+            rows as u32 * (s + gap) - gap,
+            Rgb([40, 40, 40]),
+        );
+        let white = (b.mask.ones_like()? * 1.0)?;
+        let holed = paste(&white, &b.image, &b.mask)?;
+        let coarse = paste(&out.coarse, &b.image, &b.mask)?;
+        let refined = out.completed(&b.image, &b.mask)?;
+        let flows = flow_image(&out.attention, &out.feature_mask, 2, 8)?;
+        for r in 0..rows {
+            let flow =
+                image::imageops::resize(&flows[r], s, s, image::imageops::FilterType::Nearest);
+            let tiles = [
+                tensor_image(&holed, r)?,
+                tensor_image(&coarse, r)?,
+                tensor_image(&refined, r)?,
+                flow,
+                tensor_image(&b.image, r)?,
+            ];
+            for (c, tile) in tiles.iter().enumerate() {
+                let (x, y) = (c as u32 * (s + gap), r as u32 * (s + gap));
+                image::imageops::replace(&mut grid, tile, i64::from(x), i64::from(y));
+            }
+        }
+        let path = self.run.sample(self.state.step);
+        crate::imaging::io::save_png(&path, &DynamicImage::ImageRgb8(grid)).map_err(|e| {
+            TrainError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        Ok(Some(path))
+    }
+
+    /// Saves the checkpoint as `path`.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let parts = CheckpointParts {
+            vars: vec![
+                ("", &self.gan.gen_vars),
+                ("", &self.gan.critic_vars),
+                ("sn.", &self.gan.buffers),
+            ],
+            opts: vec![("adam_g.", &self.opt_g), ("adam_d.", &self.opt_d)],
+            state: &self.state,
+            config: serde_json::to_string(&self.config).unwrap_or_default(),
+        };
+        save_checkpoint(path, &parts)?;
+        Ok(())
+    }
+
+    /// Training and validation images.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sampler.images().len(), self.val.len())
+    }
+}
+
+fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0x1a9a_17, step))
+}
+
+impl Session for InpaintTrainer {
+    fn state(&self) -> &TrainState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            steps: self.config.steps,
+            log_every: self.config.log_every,
+            checkpoint_every: self.config.checkpoint_every,
+            sample_every: self.config.sample_every,
+        }
+    }
+    fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+    fn counts(&self) -> (usize, usize) {
+        InpaintTrainer::counts(self)
+    }
+    fn step(&mut self) -> Result<StepLosses, TrainError> {
+        InpaintTrainer::step(self)
+    }
+    fn validate(&self) -> Result<Option<f64>, TrainError> {
+        InpaintTrainer::validate(self)
+    }
+    fn save(&self, path: &Path) -> Result<(), TrainError> {
+        InpaintTrainer::save(self, path)
+    }
+    fn write_sample(&self) -> Result<Option<PathBuf>, TrainError> {
+        InpaintTrainer::write_sample(self)
+    }
+}
+
+/// Trains until the configured step count, the time limit, or a stop; reports events.
+pub fn train_inpaint(
+    req: &InpaintTrainRequest,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, TrainError> {
+    let mut t = InpaintTrainer::open(req)?;
+    drive(&mut t, req.max_minutes, control, on_event)
+}
