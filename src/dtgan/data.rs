@@ -1,8 +1,8 @@
 //! Training data: (defect-free twin, defect image, pixel mask) triples of one class.
 //!
-//! A defect image qualifies when it shows the class, has a pixel mask, and has a twin that was
-//! is a real template or an inpainted twin accepted in seam QA. When an image also shows defects of other classes (DeepPCB has 3 to
-//! 12 per image), those are removed from the target by pasting the twin's pixels over their
+//! A defect image qualifies when it shows the class, has a pixel mask, and has a twin that is a
+//! real template or an inpainted twin accepted in seam QA. When an image also shows defects of
+//! other classes (DeepPCB has 3 to 12 per image), those are removed from the target by pasting the twin's pixels over their
 //! boxes, and the mask keeps only the class's own regions: the generator learns one class.
 //! Decoded triples are cached up to a memory budget; the rest are decoded again when drawn.
 
