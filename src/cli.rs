@@ -174,6 +174,8 @@ pub fn run(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Train(args) => model::run_train(&args)?,
         CliCommand::Inpaint { op } => match op {
             inpaint::InpaintCommand::Train(args) => inpaint::run_train(&args)?,
+            inpaint::InpaintCommand::Apply(args) => inpaint::run_apply(&args)?,
+            inpaint::InpaintCommand::Eval(args) => inpaint::run_eval(&args)?,
         },
         CliCommand::Generate(args) => generate::run_generate(&args)?,
         CliCommand::Seams(args) => generate::run_seams(&args)?,

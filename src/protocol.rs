@@ -15,8 +15,10 @@ use crate::dtgan::batch::BatchRequest;
 use crate::dtgan::generate::Composite;
 use crate::dtgan::run::{StepMetrics, TrainEvent, TrainOutcome};
 use crate::dtgan::train::TrainRequest;
+use crate::inpaint::apply::ApplyRequest;
+use crate::inpaint::train::InpaintTrainRequest;
 use crate::project::import::ImportRequest;
-use crate::project::{Project, Provenance};
+use crate::project::{Project, Provenance, TwinStatus};
 
 /// Capacity of the command channel (UI -> worker).
 pub const COMMAND_CAPACITY: usize = 64;
@@ -48,6 +50,12 @@ pub enum JobKind {
     Batch,
     /// Saving a generated image into the project.
     SaveSynthetic,
+    /// Making inpainted twins.
+    Inpaint,
+    /// Loading a twin for seam QA.
+    LoadTwin,
+    /// Setting twins' review status.
+    ReviewTwins,
 }
 
 /// Pause, resume or stop the running training (obeyed between steps).
@@ -109,8 +117,25 @@ pub enum Command {
     },
     /// Start a training run on its own thread (one at a time).
     StartTraining(Box<TrainRequest>),
+    /// Start an inpainting run on its own thread (one training of either kind at a time); it
+    /// reports through the same events as a DTGAN run.
+    StartInpaintTraining(Box<InpaintTrainRequest>),
     /// Control the running training.
     ControlTraining(TrainingControl),
+    /// Make inpainted twins for the open project's defect images (pending review).
+    ApplyInpaint(Box<ApplyRequest>),
+    /// Load a twin, its defect image and box mask for seam QA.
+    LoadTwin {
+        /// The twin's id.
+        id: String,
+    },
+    /// Set the review status of these twins (by twin id) and save the manifest.
+    SetTwinStatus {
+        /// Twin ids.
+        ids: Vec<String>,
+        /// The new status.
+        status: TwinStatus,
+    },
     /// Read a run's metrics, sample grids and configuration.
     LoadRun(PathBuf),
     /// Paint a defect into `image` at `mask` with the generator of `run`.
@@ -186,6 +211,17 @@ pub enum Event {
         metrics: Vec<StepMetrics>,
         /// Every sample grid, by step.
         samples: Vec<(u64, PathBuf)>,
+    },
+    /// A twin and what it was made from, for seam QA.
+    TwinLoaded {
+        /// The twin's id.
+        id: String,
+        /// The defect image ("before").
+        defect: Arc<RgbImage>,
+        /// The inpainted twin ("after").
+        twin: Arc<RgbImage>,
+        /// The filled region (0/255).
+        box_mask: GrayImage,
     },
     /// A generated image.
     Generated {

@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::dtgan::Preset;
 use crate::dtgan::run::{StopReason, TrainControl, TrainEvent};
+use crate::inpaint::apply::{ApplyRequest, apply_project};
 use crate::inpaint::config::InpaintConfig;
+use crate::inpaint::eval::{EvalRequest, evaluate};
 use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
 use crate::nn::device::DeviceChoice;
 
@@ -17,6 +19,10 @@ use crate::nn::device::DeviceChoice;
 pub enum InpaintCommand {
     /// Train the inpainting GAN on the defect-free images of one or more groups.
     Train(InpaintTrainArgs),
+    /// Fill every defect's box with a trained model: defect-free twins, pending review.
+    Apply(ApplyArgs),
+    /// Measure fill quality on DeepPCB-layout pairs (defect image, real template, boxes).
+    Eval(EvalArgs),
 }
 
 /// `inpaint train` arguments.
@@ -168,5 +174,135 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
     if let Some((v, s)) = outcome.best {
         println!("best validation L1 in the holes: {v:.4} at step {s}");
     }
+    Ok(())
+}
+
+/// `inpaint apply` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The inpainting run folder (its best checkpoint) or a checkpoint file.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The project folder.
+    #[arg(long)]
+    pub project: PathBuf,
+    /// Only defect images showing this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Also remake twins that were accepted already.
+    #[arg(long)]
+    pub redo_accepted: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Runs `inpaint apply`.
+pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
+    let req = ApplyRequest {
+        run: args.run.clone(),
+        project: args.project.clone(),
+        class: args.class.clone(),
+        redo_accepted: args.redo_accepted,
+        device: args.device,
+    };
+    let bar = super::progress_bar("twins");
+    let s = apply_project(
+        &req,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+        &|| false,
+    )
+    .with_context(|| format!("making twins in {}", args.project.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "{} twins made, pending review; skipped {} with a real template, {} already accepted, {} without a mask",
+        s.made, s.real_twin, s.accepted, s.no_mask
+    );
+    println!(
+        "seam score threshold {:.2}: {} twins above it (review them first)",
+        s.threshold, s.flagged
+    );
+    Ok(())
+}
+
+/// `inpaint eval` arguments.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The inpainting run folder (its best checkpoint) or a checkpoint file.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A DeepPCB-layout folder: pairs/, boxes/ and index.csv.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Pixels added around each box.
+    #[arg(long, default_value_t = 4)]
+    pub margin: u32,
+    /// Board groups to evaluate, comma separated (default: those the run did not train on).
+    #[arg(long, value_delimiter = ',')]
+    pub group: Vec<String>,
+    /// Evaluate at most this many pairs (spread evenly).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Runs `inpaint eval`.
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let req = EvalRequest {
+        run: args.run.clone(),
+        data: args.data.clone(),
+        margin: args.margin,
+        groups: args.group.clone(),
+        limit: args.limit,
+        device: args.device,
+    };
+    let bar = super::progress_bar("eval");
+    let r = evaluate(&req, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("evaluating {}", args.run.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}",
+        r.pairs,
+        r.boxes,
+        r.margin,
+        r.groups.join(", "),
+        r.checkpoint.display()
+    );
+    println!("{:<28} {:>16} {:>10}", "", "hole pixel error", "PSNR dB");
+    let row = |name: &str, e: f64, p: f64| println!("{name:<28} {:>15.2}% {p:>10.2}", 100.0 * e);
+    row("inpainted (real pairs)", r.hole_pixel_error, r.psnr);
+    row(
+        "inpainted (template self-test)",
+        r.selftest_hole_pixel_error,
+        r.selftest_psnr,
+    );
+    let b = &r.baselines;
+    row("copy (no fill)", b.copy.hole_pixel_error, b.copy.psnr);
+    row("mean fill", b.mean_fill.hole_pixel_error, b.mean_fill.psnr);
+    row(
+        "mean fill (self-test)",
+        b.selftest_mean_fill.hole_pixel_error,
+        b.selftest_mean_fill.psnr,
+    );
+    println!(
+        "floor: defect image and template disagree on {:.2}% of the pixels outside the boxes (misalignment)",
+        100.0 * r.floor_pixel_error
+    );
+    println!("{:.0} s", r.seconds);
     Ok(())
 }

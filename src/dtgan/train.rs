@@ -669,7 +669,7 @@ pub fn drive(
         sums.add(&losses);
         count += 1;
         let step = t.state().step;
-        let val = if step % plan.checkpoint_every == 0 {
+        let val = if step.is_multiple_of(plan.checkpoint_every) {
             let v = t.checkpoint()?;
             on_event(TrainEvent::Checkpoint {
                 step,
@@ -679,7 +679,7 @@ pub fn drive(
         } else {
             None
         };
-        if step % plan.log_every == 0 || val.is_some() {
+        if step.is_multiple_of(plan.log_every) || val.is_some() {
             let n = count as f64;
             let m = StepMetrics {
                 step,
@@ -699,14 +699,14 @@ pub fn drive(
             count = 0;
             interval = Instant::now();
         }
-        if step % plan.sample_every == 0
+        if step.is_multiple_of(plan.sample_every)
             && let Some(path) = t.write_sample()?
         {
             on_event(TrainEvent::Sample { step, path });
         }
     }
     let step = t.state().step;
-    if step % plan.checkpoint_every != 0 || step == 0 {
+    if !step.is_multiple_of(plan.checkpoint_every) || step == 0 {
         t.checkpoint()?;
         on_event(TrainEvent::Checkpoint {
             step,

@@ -146,7 +146,7 @@ pub fn contextual_attention(
         );
     }
     let rate = cfg.rate.max(1);
-    if hh % rate != 0 || ww % rate != 0 || cfg.ksize % 2 == 0 {
+    if !hh.is_multiple_of(rate) || !ww.is_multiple_of(rate) || cfg.ksize.is_multiple_of(2) {
         bail!(
             "contextual attention: {hh}x{ww} features with rate {rate} and patch {}",
             cfg.ksize

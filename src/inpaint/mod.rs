@@ -6,5 +6,6 @@ pub mod apply;
 pub mod attention;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod nets;
 pub mod train;

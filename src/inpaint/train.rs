@@ -130,21 +130,21 @@ impl InpaintTrainer {
         config.validate().map_err(TrainError::Config)?;
         // Hold out every k-th image for validation when there are enough.
         let n_val = config.val_images.min(images.len() / 5);
-        let (train_imgs, val_imgs): (Vec<_>, Vec<_>) = if n_val == 0 {
-            (
+        let (train_imgs, val_imgs): (Vec<_>, Vec<_>) = match images.len().checked_div(n_val) {
+            None => (
                 images.clone(),
                 images.iter().take(config.val_images).cloned().collect(),
-            )
-        } else {
-            let every = images.len() / n_val;
-            let (v, t): (Vec<_>, Vec<_>) = images
-                .into_iter()
-                .enumerate()
-                .partition(|(i, _)| i % every == 0 && i / every < n_val);
-            (
-                t.into_iter().map(|(_, p)| p).collect(),
-                v.into_iter().map(|(_, p)| p).collect(),
-            )
+            ),
+            Some(every) => {
+                let (v, t): (Vec<_>, Vec<_>) = images
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| i % every == 0 && i / every < n_val);
+                (
+                    t.into_iter().map(|(_, p)| p).collect(),
+                    v.into_iter().map(|(_, p)| p).collect(),
+                )
+            }
         };
         // Fixed validation crops and holes, drawn from their own stream.
         let mut val_sampler = ImageSampler::new(val_imgs);
@@ -322,9 +322,8 @@ impl InpaintTrainer {
         let coarse = paste(&out.coarse, &b.image, &b.mask)?;
         let refined = out.completed(&b.image, &b.mask)?;
         let flows = flow_image(&out.attention, &out.feature_mask, 2, 8)?;
-        for r in 0..rows {
-            let flow =
-                image::imageops::resize(&flows[r], s, s, image::imageops::FilterType::Nearest);
+        for (r, flow) in flows.iter().enumerate().take(rows) {
+            let flow = image::imageops::resize(flow, s, s, image::imageops::FilterType::Nearest);
             let tiles = [
                 tensor_image(&holed, r)?,
                 tensor_image(&coarse, r)?,
@@ -370,7 +369,7 @@ impl InpaintTrainer {
 }
 
 fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0x1a9a_17, step))
+    ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0x001a_9a17, step))
 }
 
 impl Session for InpaintTrainer {

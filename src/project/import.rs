@@ -23,7 +23,7 @@
 //! else is imported. Only a missing source folder, a source that is not the layout, or a failure
 //! to save the manifest are fatal ([`ImportError`]).
 
-mod deeppcb;
+pub mod deeppcb;
 mod folders;
 
 use std::collections::BTreeMap;

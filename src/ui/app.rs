@@ -9,6 +9,7 @@ use egui_tiles::{Tile, TileId, Tiles, Tree};
 use super::automation::{Automation, Step};
 use super::browser::BrowserPane;
 use super::generation::GenerationPane;
+use super::inpaint_qa::InpaintQaPane;
 use super::painter::PainterPane;
 use super::picker::FolderPicker;
 use super::training::TrainingPane;
@@ -35,6 +36,8 @@ pub enum PaneKind {
     Training,
     /// The generation canvas.
     Generation,
+    /// Seam QA of inpainted twins.
+    InpaintQa,
 }
 
 impl PaneKind {
@@ -44,6 +47,7 @@ impl PaneKind {
             PaneKind::Painter => "Mask painter",
             PaneKind::Training => "Training",
             PaneKind::Generation => "Generation",
+            PaneKind::InpaintQa => "Inpaint QA",
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct StudioApp {
     painter: PainterPane,
     training: TrainingPane,
     generation: GenerationPane,
+    inpaint_qa: InpaintQaPane,
     project: Option<Arc<Project>>,
     selection: Selection,
     status: StatusLine,
@@ -123,6 +128,7 @@ impl StudioApp {
             painter: PainterPane::default(),
             training: TrainingPane::new(),
             generation: GenerationPane::new(),
+            inpaint_qa: InpaintQaPane::new(),
             project: None,
             selection: Selection::default(),
             status: StatusLine::default(),
@@ -233,6 +239,12 @@ impl StudioApp {
                     self.painter.set_image(id, image, mask, box_mask);
                 }
             }
+            Event::TwinLoaded {
+                id,
+                defect,
+                twin,
+                box_mask,
+            } => self.inpaint_qa.on_twin_loaded(id, defect, twin, box_mask),
             Event::Training(ev) => self.training.on_event(ev),
             Event::TrainingEnded(result) => {
                 match &result {
@@ -276,6 +288,9 @@ impl StudioApp {
                 }
                 if job == JobKind::LoadImage {
                     self.painter.on_load_failed(message.clone());
+                }
+                if job == JobKind::LoadTwin {
+                    self.inpaint_qa.on_load_failed(message.clone());
                 }
                 self.status.error(format!("{job:?} failed: {message}"));
             }
@@ -421,6 +436,7 @@ impl eframe::App for StudioApp {
             painter,
             training,
             generation,
+            inpaint_qa,
             project,
             selection,
             status,
@@ -438,6 +454,7 @@ impl eframe::App for StudioApp {
             painter,
             training,
             generation,
+            inpaint_qa,
             cx: &mut cx,
         };
         egui::CentralPanel::default().show(ui, |ui| tree.ui(&mut behavior, ui));
@@ -499,6 +516,7 @@ struct Behavior<'a, 'c> {
     painter: &'a mut PainterPane,
     training: &'a mut TrainingPane,
     generation: &'a mut GenerationPane,
+    inpaint_qa: &'a mut InpaintQaPane,
     cx: &'a mut PaneContext<'c>,
 }
 
@@ -518,6 +536,7 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
             PaneKind::Painter => self.painter.ui(ui, self.cx),
             PaneKind::Training => self.training.ui(ui, self.cx),
             PaneKind::Generation => self.generation.ui(ui, self.cx),
+            PaneKind::InpaintQa => self.inpaint_qa.ui(ui, self.cx),
         }
         egui_tiles::UiResponse::None
     }
@@ -537,8 +556,9 @@ pub fn default_tree() -> Tree<PaneKind> {
     let painter = tiles.insert_pane(PaneKind::Painter);
     let training = tiles.insert_pane(PaneKind::Training);
     let generation = tiles.insert_pane(PaneKind::Generation);
+    let inpaint_qa = tiles.insert_pane(PaneKind::InpaintQa);
     let browser_tab = tiles.insert_tab_tile(vec![browser]);
-    let painter_tab = tiles.insert_tab_tile(vec![painter, training, generation]);
+    let painter_tab = tiles.insert_tab_tile(vec![painter, inpaint_qa, training, generation]);
     let root = tiles.insert_horizontal_tile(vec![browser_tab, painter_tab]);
     if let Some(Tile::Container(egui_tiles::Container::Linear(linear))) = tiles.get_mut(root) {
         linear.shares.set_share(browser_tab, 0.42);
@@ -554,6 +574,7 @@ fn tree_is_complete(tree: &Tree<PaneKind>) -> bool {
         PaneKind::Painter,
         PaneKind::Training,
         PaneKind::Generation,
+        PaneKind::InpaintQa,
     ]
     .iter()
     .all(|kind| {

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod canvas;
 pub mod generation;
 pub mod import_dialog;
+pub mod inpaint_qa;
 pub mod painter;
 pub mod picker;
 pub mod thumbnails;

@@ -265,7 +265,11 @@ impl Worker {
                 );
             }
             Command::StartTraining(req) => self.start_training(*req)?,
+            Command::StartInpaintTraining(req) => self.start_inpaint_training(*req)?,
             Command::ControlTraining(c) => self.models.control(c),
+            Command::ApplyInpaint(req) => self.apply_inpaint(*req)?,
+            Command::LoadTwin { id } => self.load_twin(&id)?,
+            Command::SetTwinStatus { ids, status } => self.set_twin_status(&ids, status)?,
             Command::LoadRun(run) => self.load_run(run)?,
             Command::Generate {
                 run,
@@ -296,7 +300,12 @@ fn job_of(cmd: &Command) -> JobKind {
         Command::LoadImage { .. } => JobKind::LoadImage,
         Command::SaveMasks { .. } => JobKind::SaveMasks,
         Command::DeriveBoxes { .. } => JobKind::DeriveBoxes,
-        Command::StartTraining(_) | Command::ControlTraining(_) => JobKind::Train,
+        Command::StartTraining(_)
+        | Command::StartInpaintTraining(_)
+        | Command::ControlTraining(_) => JobKind::Train,
+        Command::ApplyInpaint(_) => JobKind::Inpaint,
+        Command::LoadTwin { .. } => JobKind::LoadTwin,
+        Command::SetTwinStatus { .. } => JobKind::ReviewTwins,
         Command::LoadRun(_) => JobKind::LoadRun,
         Command::Generate { .. } => JobKind::Generate,
         Command::GenerateBatch(_) => JobKind::Batch,

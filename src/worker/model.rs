@@ -11,10 +11,12 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use super::Worker;
 use crate::dtgan::batch::{BatchRequest, generate_batch};
 use crate::dtgan::generate::{Composite, DefectGenerator};
-use crate::dtgan::run::{RunWatch, TrainControl};
+use crate::dtgan::run::{RunWatch, TrainControl, TrainEvent, TrainOutcome};
 use crate::dtgan::train::{TrainRequest, train};
 use crate::imaging::io::{save_mask, save_png};
-use crate::project::{ImageEntry, Project, Provenance, RelPath, Role};
+use crate::inpaint::apply::{ApplyRequest, apply_project, set_twin_status};
+use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
+use crate::project::{ImageEntry, Project, Provenance, RelPath, Role, TwinStatus};
 use crate::protocol::{Event, JobKind, TrainingControl};
 
 /// Model state kept by the worker between commands.
@@ -58,6 +60,27 @@ impl Models {
 
 impl Worker {
     pub(super) fn start_training(&mut self, req: TrainRequest) -> anyhow::Result<()> {
+        self.spawn_training(move |control, on_event| {
+            train(&req, control, on_event).map_err(|e| e.to_string())
+        })
+    }
+
+    pub(super) fn start_inpaint_training(
+        &mut self,
+        req: InpaintTrainRequest,
+    ) -> anyhow::Result<()> {
+        self.spawn_training(move |control, on_event| {
+            train_inpaint(&req, control, on_event).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Runs a training of any kind on its own thread (one at a time), forwarding its events.
+    fn spawn_training<F>(&mut self, run: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(&TrainControl, &mut dyn FnMut(TrainEvent)) -> Result<TrainOutcome, String>
+            + Send
+            + 'static,
+    {
         if self.models.training_running() {
             anyhow::bail!("a training run is already going; stop it first");
         }
@@ -70,13 +93,85 @@ impl Worker {
             .name("studio-trainer".into())
             .spawn(move || {
                 crate::nn::threads::lower_priority();
-                let outcome = train(&req, &thread_control, &mut |ev| {
+                let outcome = run(&thread_control, &mut |ev| {
                     sink.lossy(Event::Training(ev));
                 });
-                sink.send(Event::TrainingEnded(outcome.map_err(|e| e.to_string())));
+                sink.send(Event::TrainingEnded(outcome));
             })
             .context("starting the training thread")?;
         self.models.training = Some((control, thread));
+        Ok(())
+    }
+
+    /// Makes inpainted twins (progress as it goes), then reloads the project it changed.
+    pub(super) fn apply_inpaint(&mut self, mut req: ApplyRequest) -> anyhow::Result<()> {
+        let project = self.project.as_ref().context("no project is open")?;
+        req.project = project.root.clone();
+        let sink = self.sink.clone();
+        let summary = apply_project(
+            &req,
+            &mut |d, t| sink.progress(JobKind::Inpaint, d, t),
+            &|| false,
+        );
+        // Twins made before a failure are in the manifest on disk: show them either way.
+        let reloaded = Project::open(&req.project)
+            .with_context(|| format!("reopening {}", req.project.display()))?;
+        self.set_project(reloaded);
+        let s = summary.with_context(|| format!("inpainting with {}", req.run.display()))?;
+        self.sink.send(Event::JobFinished {
+            job: JobKind::Inpaint,
+            message: format!(
+                "{} twins made, pending review ({} with a real template, {} accepted before); {} above the seam threshold {:.2}",
+                s.made, s.real_twin, s.accepted, s.flagged, s.threshold
+            ),
+        });
+        Ok(())
+    }
+
+    /// Sends a twin with its defect image and box mask.
+    pub(super) fn load_twin(&mut self, id: &str) -> anyhow::Result<()> {
+        let project = self.project.as_ref().context("no project is open")?;
+        let twin = project
+            .manifest
+            .image(id)
+            .with_context(|| format!("no image `{id}` in the project"))?;
+        let defect_id = twin
+            .twin_of
+            .as_deref()
+            .with_context(|| format!("`{id}` is not the twin of a defect image"))?;
+        let defect = project.manifest.image(defect_id).with_context(|| {
+            format!("`{id}` names defect image `{defect_id}`, which is missing")
+        })?;
+        let twin_img = crate::imaging::io::load_rgb8(&project.abs(&twin.path))?;
+        let defect_img = crate::imaging::io::load_rgb8(&project.abs(&defect.path))?;
+        let box_mask = match (&defect.box_mask, &defect.mask) {
+            (Some(b), _) => crate::imaging::io::load_mask(&project.abs(b))?,
+            (None, Some(m)) => crate::imaging::boxes::box_mask_from_mask(
+                &crate::imaging::io::load_mask(&project.abs(m))?,
+                project.manifest.box_margin,
+            ),
+            (None, None) => GrayImage::new(defect_img.width(), defect_img.height()),
+        };
+        self.sink.send(Event::TwinLoaded {
+            id: id.to_string(),
+            defect: std::sync::Arc::new(defect_img),
+            twin: std::sync::Arc::new(twin_img),
+            box_mask,
+        });
+        Ok(())
+    }
+
+    /// Sets twins' review status and saves the manifest.
+    pub(super) fn set_twin_status(
+        &mut self,
+        ids: &[String],
+        status: TwinStatus,
+    ) -> anyhow::Result<()> {
+        let project = self.project_mut()?;
+        let n = set_twin_status(project, ids, status);
+        project.save()?;
+        self.publish_project();
+        tracing::info!("{n} twins set to {status:?}");
         Ok(())
     }
 

@@ -108,7 +108,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
 
     // Paste-back: outside the hole, byte for byte.
     let model = Inpainter::load(&run, DeviceChoice::Cpu).expect("load");
-    let img = load_rgb8(&root.join(&p2.manifest.image(&good.0).expect("good").path.to_string()))
+    let img = load_rgb8(&root.join(p2.manifest.image(&good.0).expect("good").path.to_string()))
         .expect("image");
     let mut hole = GrayImage::new(img.width(), img.height());
     for y in 20..34 {

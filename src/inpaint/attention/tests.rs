@@ -1,3 +1,6 @@
+// The reference is written as the loops of its definition, indices and all.
+#![allow(clippy::needless_range_loop)]
+
 use super::*;
 use crate::nn::testutil;
 use candle_core::{Device, Var};

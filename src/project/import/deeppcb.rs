@@ -105,7 +105,7 @@ pub(super) fn scan(req: &ImportRequest, masks: Option<&Path>) -> Result<Scan, Im
 }
 
 /// `id -> group` from `index.csv`; empty when the file is absent or has no such columns.
-fn read_index(path: &Path) -> HashMap<String, String> {
+pub fn read_index(path: &Path) -> HashMap<String, String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();
     };

@@ -1,0 +1,339 @@
+//! Measured inpainting quality on DeepPCB-layout pairs.
+//!
+//! For each pair, every defect box (grown by a margin) is cut out of the defect image and
+//! filled; the filled boxes are compared with the real template: the share of hole pixels whose
+//! binarised value (at 128) differs ("hole pixel error") and the PSNR in the holes. The same
+//! holes cut into the template itself and filled give the self-test, whose ground truth is
+//! exact. Template and defect image are misaligned by a pixel or two, so even a perfect fill
+//! disagrees somewhat; the same disagreement measured outside the boxes is reported as the
+//! floor. Two baselines use the same holes: "copy" (the defect image unchanged) and "mean fill"
+//! (each box filled with the mean of a ring around it).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use image::{GrayImage, Luma, RgbImage};
+use serde::Serialize;
+
+use super::apply::{InpaintError, Inpainter};
+use crate::dtgan::run::{RunDir, RunInfo};
+use crate::imaging::io::load_rgb8;
+use crate::imaging::rect::Rect;
+use crate::project::import::deeppcb::{parse_boxes, read_index};
+
+/// Ring width, in pixels, whose mean fills a box in the "mean fill" baseline.
+const RING: u32 = 4;
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// The run folder or checkpoint.
+    pub run: PathBuf,
+    /// The DeepPCB-layout folder.
+    pub data: PathBuf,
+    /// Pixels added around each box.
+    pub margin: u32,
+    /// Board groups to evaluate; empty: every group the run did not train on (all groups when
+    /// the run trained on all).
+    pub groups: Vec<String>,
+    /// Evaluate at most this many pairs (evenly spread), for a quick look.
+    pub limit: Option<usize>,
+    /// Where to compute.
+    pub device: crate::nn::device::DeviceChoice,
+}
+
+/// Accumulated error of one method on a set of holes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Score {
+    /// Share of hole pixels whose binarised value is wrong.
+    pub hole_pixel_error: f64,
+    /// PSNR in the holes, dB.
+    pub psnr: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    wrong: u64,
+    sq: f64,
+    n: u64,
+}
+
+impl Tally {
+    fn add(&mut self, got: &GrayImage, truth: &GrayImage, hole: &GrayImage) {
+        for ((g, t), h) in got.pixels().zip(truth.pixels()).zip(hole.pixels()) {
+            if h[0] == 0 {
+                continue;
+            }
+            self.n += 1;
+            self.wrong += u64::from((g[0] >= 128) != (t[0] >= 128));
+            let d = f64::from(g[0]) - f64::from(t[0]);
+            self.sq += d * d;
+        }
+    }
+
+    fn score(&self) -> Score {
+        let n = self.n.max(1) as f64;
+        let mse = self.sq / n;
+        Score {
+            hole_pixel_error: self.wrong as f64 / n,
+            psnr: if mse > 0.0 {
+                10.0 * (255.0 * 255.0 / mse).log10()
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
+}
+
+/// Baselines on the same holes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Baselines {
+    /// The defect image unchanged, against the template.
+    pub copy: Score,
+    /// Each box filled with its ring's mean, against the template.
+    pub mean_fill: Score,
+    /// Mean fill of the holes cut into the template (self-test).
+    pub selftest_mean_fill: Score,
+}
+
+/// The evaluation's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The checkpoint used.
+    pub checkpoint: PathBuf,
+    /// Groups evaluated.
+    pub groups: Vec<String>,
+    /// Pairs evaluated.
+    pub pairs: usize,
+    /// Boxes filled (per image kind).
+    pub boxes: usize,
+    /// Margin around each box, px.
+    pub margin: u32,
+    /// Share of wrong binarised pixels in the filled boxes of the defect images.
+    pub hole_pixel_error: f64,
+    /// PSNR there, dB.
+    pub psnr: f64,
+    /// The same with the holes cut into the template (exact ground truth).
+    pub selftest_hole_pixel_error: f64,
+    /// PSNR of the self-test, dB.
+    pub selftest_psnr: f64,
+    /// Binarised disagreement of defect image and template outside the holes (misalignment).
+    pub floor_pixel_error: f64,
+    /// The baselines.
+    pub baselines: Baselines,
+    /// Seconds the evaluation took.
+    pub seconds: f64,
+}
+
+fn gray(img: &RgbImage) -> GrayImage {
+    image::DynamicImage::ImageRgb8(img.clone()).to_luma8()
+}
+
+/// Fills each box of `holes` with the mean of a ring of [`RING`] pixels around it.
+fn mean_fill(img: &GrayImage, boxes: &[Rect]) -> GrayImage {
+    let (w, h) = img.dimensions();
+    let mut out = img.clone();
+    for b in boxes {
+        let ring = b.grown_clipped(RING, w, h);
+        let (mut sum, mut n) = (0u64, 0u64);
+        for y in ring.y..ring.bottom() {
+            for x in ring.x..ring.right() {
+                let inside = x >= b.x && x < b.right() && y >= b.y && y < b.bottom();
+                if !inside {
+                    sum += u64::from(img.get_pixel(x, y)[0]);
+                    n += 1;
+                }
+            }
+        }
+        let v = (sum / n.max(1)) as u8;
+        for y in b.y..b.bottom() {
+            for x in b.x..b.right() {
+                out.put_pixel(x, y, Luma([v]));
+            }
+        }
+    }
+    out
+}
+
+/// The groups a run trained on (empty: all, or unknown).
+pub fn trained_groups(run: &Path) -> Vec<String> {
+    let dir = if run.is_file() {
+        run.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        run.to_path_buf()
+    };
+    std::fs::read_to_string(RunDir::new(dir).info())
+        .ok()
+        .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok())
+        .map(|i| i.groups)
+        .unwrap_or_default()
+}
+
+/// Why an evaluation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The model failed.
+    #[error(transparent)]
+    Inpaint(#[from] InpaintError),
+    /// The folder is not in the DeepPCB layout or a file is bad.
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Runs the evaluation; `progress(done, total)` after each pair.
+pub fn evaluate(
+    req: &EvalRequest,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, EvalError> {
+    let started = std::time::Instant::now();
+    let model = Inpainter::load(&req.run, req.device)?;
+    let index = read_index(&req.data.join("index.csv"));
+    if index.is_empty() {
+        return Err(EvalError::Data(format!(
+            "{}: no index.csv with `id` and `group` columns (a DeepPCB-layout folder has pairs/, boxes/ and index.csv)",
+            req.data.display()
+        )));
+    }
+    let all: BTreeSet<&String> = index.values().collect();
+    let trained = trained_groups(&req.run);
+    let groups: Vec<String> = if !req.groups.is_empty() {
+        req.groups.clone()
+    } else {
+        let unseen: Vec<String> = all
+            .iter()
+            .filter(|g| !trained.contains(g))
+            .map(|g| g.to_string())
+            .collect();
+        if unseen.is_empty() {
+            all.iter().map(|g| g.to_string()).collect()
+        } else {
+            unseen
+        }
+    };
+    let mut ids: Vec<&String> = index
+        .iter()
+        .filter(|(_, g)| groups.contains(g))
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    if let Some(limit) = req.limit
+        && limit < ids.len()
+    {
+        let step = ids.len() as f64 / limit.max(1) as f64;
+        ids = (0..limit)
+            .map(|i| ids[(i as f64 * step) as usize])
+            .collect();
+    }
+    if ids.is_empty() {
+        return Err(EvalError::Data(format!(
+            "{}: no pairs in group(s) {}",
+            req.data.display(),
+            groups.join(", ")
+        )));
+    }
+    let (mut real, mut selftest, mut copy, mut mean, mut self_mean) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    let (mut floor_wrong, mut floor_n) = (0u64, 0u64);
+    let mut boxes_total = 0;
+    let total = ids.len();
+    for (done, id) in ids.iter().enumerate() {
+        progress(done, total);
+        let pairs = req.data.join("pairs");
+        let test_path = pairs.join(format!("{id}_test.jpg"));
+        let temp_path = pairs.join(format!("{id}_temp.jpg"));
+        let box_path = req.data.join("boxes").join(format!("{id}.txt"));
+        let test = load_rgb8(&test_path).map_err(|e| EvalError::Data(e.to_string()))?;
+        let temp = load_rgb8(&temp_path).map_err(|e| EvalError::Data(e.to_string()))?;
+        let (w, h) = test.dimensions();
+        if temp.dimensions() != (w, h) {
+            return Err(EvalError::Data(format!(
+                "{} is {w}x{h} but its template is {:?}",
+                test_path.display(),
+                temp.dimensions()
+            )));
+        }
+        let text = std::fs::read_to_string(&box_path)
+            .map_err(|e| EvalError::Data(format!("{}: {e}", box_path.display())))?;
+        let boxes: Vec<Rect> = parse_boxes(&text, &box_path, w, h)
+            .map_err(EvalError::Data)?
+            .into_iter()
+            .map(|r| r.bbox.grown_clipped(req.margin, w, h))
+            .collect();
+        boxes_total += boxes.len();
+        let mut hole = GrayImage::new(w, h);
+        for b in &boxes {
+            for y in b.y..b.bottom() {
+                for x in b.x..b.right() {
+                    hole.put_pixel(x, y, Luma([255]));
+                }
+            }
+        }
+        let (test_g, temp_g) = (gray(&test), gray(&temp));
+        for ((a, b), m) in test_g.pixels().zip(temp_g.pixels()).zip(hole.pixels()) {
+            if m[0] == 0 {
+                floor_n += 1;
+                floor_wrong += u64::from((a[0] >= 128) != (b[0] >= 128));
+            }
+        }
+        let filled = gray(&model.fill(&test, &hole)?);
+        real.add(&filled, &temp_g, &hole);
+        let self_filled = gray(&model.fill(&temp, &hole)?);
+        selftest.add(&self_filled, &temp_g, &hole);
+        copy.add(&test_g, &temp_g, &hole);
+        mean.add(&mean_fill(&test_g, &boxes), &temp_g, &hole);
+        self_mean.add(&mean_fill(&temp_g, &boxes), &temp_g, &hole);
+    }
+    progress(total, total);
+    let (r, s) = (real.score(), selftest.score());
+    Ok(EvalReport {
+        checkpoint: model.checkpoint.clone(),
+        groups,
+        pairs: total,
+        boxes: boxes_total,
+        margin: req.margin,
+        hole_pixel_error: r.hole_pixel_error,
+        psnr: r.psnr,
+        selftest_hole_pixel_error: s.hole_pixel_error,
+        selftest_psnr: s.psnr,
+        floor_pixel_error: floor_wrong as f64 / floor_n.max(1) as f64,
+        baselines: Baselines {
+            copy: copy.score(),
+            mean_fill: mean.score(),
+            selftest_mean_fill: self_mean.score(),
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_binarised_errors_and_psnr_in_the_hole_only() {
+        let truth = GrayImage::from_fn(4, 1, |x, _| Luma([if x < 2 { 0 } else { 255 }]));
+        let got = GrayImage::from_fn(4, 1, |x, _| Luma([[0, 200, 255, 0][x as usize]]));
+        let hole = GrayImage::from_fn(4, 1, |x, _| Luma([if x < 3 { 255 } else { 0 }]));
+        let mut t = Tally::default();
+        t.add(&got, &truth, &hole);
+        let s = t.score();
+        assert!((s.hole_pixel_error - 1.0 / 3.0).abs() < 1e-12);
+        let mse: f64 = 200.0 * 200.0 / 3.0;
+        assert!((s.psnr - 10.0 * (255.0f64 * 255.0 / mse).log10()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mean_fill_uses_the_ring() {
+        let img = GrayImage::from_fn(10, 10, |x, _| Luma([if x < 5 { 0 } else { 200 }]));
+        let b = Rect::new(3, 3, 4, 4);
+        let out = mean_fill(&img, &[b]);
+        let v = out.get_pixel(4, 4)[0];
+        assert!(v > 50 && v < 150, "{v}");
+        assert_eq!(out.get_pixel(0, 0)[0], 0, "outside untouched");
+    }
+}
