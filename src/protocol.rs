@@ -13,7 +13,7 @@ use image::{GrayImage, RgbImage};
 
 use crate::dtgan::batch::BatchRequest;
 use crate::dtgan::generate::Composite;
-use crate::dtgan::run::{StepMetrics, TrainEvent, TrainOutcome};
+use crate::dtgan::run::{RunKind, StepMetrics, TrainEvent, TrainOutcome};
 use crate::dtgan::train::TrainRequest;
 use crate::inpaint::apply::ApplyRequest;
 use crate::inpaint::train::InpaintTrainRequest;
@@ -211,6 +211,8 @@ pub enum Event {
         metrics: Vec<StepMetrics>,
         /// Every sample grid, by step.
         samples: Vec<(u64, PathBuf)>,
+        /// Which network the run trains.
+        kind: RunKind,
     },
     /// A twin and what it was made from, for seam QA.
     TwinLoaded {

@@ -57,6 +57,7 @@ fn monitor_follows_a_run_written_by_another_process() {
                 run: r,
                 metrics,
                 samples,
+                ..
             }) => {
                 assert_eq!(r, run);
                 let steps: Vec<u64> = metrics.iter().map(|m| m.step).collect();

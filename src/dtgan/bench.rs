@@ -13,9 +13,11 @@ use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 
 use super::adam::Adam;
-use super::config::ModelConfig;
+use super::config::{Activation, ModelConfig};
 use super::model::{Dtgan, masked_l1};
 use super::nets::GRID;
+use crate::inpaint::config::InpaintModel;
+use crate::inpaint::nets::InpaintGan;
 use crate::nn::conv::{
     self, Act, Conv2dParams, ConvKernel, conv2d_flops, conv2d_input_grad, conv2d_weight_grad,
 };
@@ -30,6 +32,8 @@ pub enum Net {
     Generator,
     /// The global + local critic.
     Critic,
+    /// The inpainting generator (coarse + refinement with contextual attention), per stage.
+    Inpaint,
 }
 
 /// What to time.
@@ -313,10 +317,55 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
             }
             (forward, step)
         }
+        Net::Inpaint => {
+            let m = InpaintModel {
+                image_size: s,
+                channels: 3,
+                width: cfg.width,
+                critic_width: (cfg.width / 2).max(1),
+                activation: Activation::Elu,
+            };
+            let gan = InpaintGan::new(&m, &device, 1)?;
+            let mut opt = Adam::new(&gan.gen_vars, 1e-4, 0.5, 0.9)?;
+            let forward = time(cfg.steps, &device, || {
+                gan.net.forward(&image, &mask, true).map(|o| o.refined)
+            })?;
+            let step = time(cfg.steps, &device, || {
+                let out = gan.net.forward(&image, &mask, true)?;
+                let loss = ((&out.coarse - &target)?.abs()?.mean_all()?
+                    + (&out.refined - &target)?.abs()?.mean_all()?)?;
+                opt.backward_step(&loss)
+            })?;
+            let stages = gan.net.profile(&image, &mask, cfg.steps)?;
+            let layers = stages
+                .into_iter()
+                .map(|(name, seconds, gflop)| LayerTiming {
+                    name,
+                    shape: format!("{s}x{s}, width {}", cfg.width),
+                    gflop,
+                    seconds,
+                    gflops: gflop / seconds,
+                    input_grad_seconds: f64::NAN,
+                    weight_grad_seconds: f64::NAN,
+                })
+                .collect();
+            return Ok(report(cfg, &device, forward, step, layers));
+        }
     };
     let layers = clock.report();
+    Ok(report(cfg, &device, forward_seconds, step_seconds, layers))
+}
+
+/// The report of a run: totals from the layer (or stage) timings.
+fn report(
+    cfg: &NetBenchConfig,
+    device: &Device,
+    forward_seconds: f64,
+    step_seconds: f64,
+    layers: Vec<LayerTiming>,
+) -> NetBenchReport {
     let forward_gflop: f64 = layers.iter().map(|l| l.gflop).sum();
-    Ok(NetBenchReport {
+    NetBenchReport {
         net: cfg.net,
         size: cfg.size,
         batch: cfg.batch,
@@ -333,7 +382,7 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
         gflops: forward_gflop / forward_seconds,
         step_gflops: 3.0 * forward_gflop / step_seconds,
         layers,
-    })
+    }
 }
 
 impl std::fmt::Display for NetBenchReport {

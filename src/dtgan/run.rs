@@ -147,6 +147,8 @@ pub struct RunSnapshot {
     pub metrics: Vec<StepMetrics>,
     /// Every sample grid, by step.
     pub samples: Vec<(u64, PathBuf)>,
+    /// Which network the run trains (from `run.json`; DTGAN when unknown).
+    pub kind: RunKind,
 }
 
 /// Follows a run folder that another process may be writing (a headless `train` on a GPU
@@ -226,8 +228,17 @@ impl RunWatch {
             Err(e) => return Err(e),
         };
         let samples = self.dir.list_samples();
+        let kind = std::fs::read_to_string(self.dir.info())
+            .ok()
+            .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok())
+            .map(|i| i.kind)
+            .unwrap_or_default();
         self.seen = Some(now);
-        Ok(Some(RunSnapshot { metrics, samples }))
+        Ok(Some(RunSnapshot {
+            metrics,
+            samples,
+            kind,
+        }))
     }
 }
 

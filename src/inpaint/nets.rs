@@ -121,6 +121,23 @@ impl Chain {
         Ok(x)
     }
 
+    /// Convolution FLOP (2 per multiply-add) of one forward pass on `(n, c, h, w)` input.
+    pub fn flops(&self, (n, _, h, w): (usize, usize, usize, usize)) -> f64 {
+        let (mut h, mut w) = (h, w);
+        let mut total = 0.0;
+        for l in &self.layers {
+            if l.upsample {
+                (h, w) = (2 * h, 2 * w);
+            }
+            let c = l.conv.config();
+            let (ho, wo) = (c.output_size(h).unwrap_or(0), c.output_size(w).unwrap_or(0));
+            total +=
+                2.0 * (n * c.out_channels * ho * wo * c.in_channels * c.kernel * c.kernel) as f64;
+            (h, w) = (ho, wo);
+        }
+        total
+    }
+
     /// Sets each layer's gain so that its pre-activations have unit RMS on `x` (a last layer
     /// without activation: [`IMAGE_RMS`]), layer after layer; returns the chain's output.
     pub fn calibrate(&self, x: &Tensor) -> Result<Tensor> {
@@ -320,6 +337,68 @@ impl InpaintNet {
             self.forward(image, mask, true)?;
         }
         self.run(image, mask, false, true).map(|_| ())
+    }
+
+    /// Times each stage of a training-mode forward pass (median of `reps` after one warm-up):
+    /// (stage name, seconds, convolution GFLOP). Attention counts its matching and pasting
+    /// convolutions.
+    pub fn profile(
+        &self,
+        image: &Tensor,
+        mask: &Tensor,
+        reps: usize,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let n = image.dim(0)?;
+        let x = Self::coarse_input(image, mask)?;
+        let timed = |f: &dyn Fn() -> Result<Tensor>| -> Result<(Tensor, f64)> {
+            let mut times = Vec::with_capacity(reps.max(1));
+            let mut out = f()?;
+            for _ in 0..reps.max(1) {
+                let t = std::time::Instant::now();
+                out = f()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            Ok((out, times[times.len() / 2]))
+        };
+        let mut rows = Vec::new();
+        let (coarse, t) = timed(&|| self.coarse.forward(&x, true))?;
+        rows.push(("coarse".to_string(), t, self.coarse.flops(x.dims4()?) / 1e9));
+        let mixed = paste(&coarse.clamp(-1f32, 1f32)?, image, mask)?;
+        let xr = Tensor::cat(&[&mixed, &mask.ones_like()?, mask], 1)?;
+        let (hallu, t) = timed(&|| self.conv_branch.forward(&xr, true))?;
+        rows.push((
+            "refine.dilated".into(),
+            t,
+            self.conv_branch.flops(xr.dims4()?) / 1e9,
+        ));
+        let (feat, t) = timed(&|| self.att_pre.forward(&xr, true))?;
+        rows.push((
+            "refine.att_pre".into(),
+            t,
+            self.att_pre.flops(xr.dims4()?) / 1e9,
+        ));
+        let fm = mask.max_pool2d(4)?;
+        let (att, t) =
+            timed(&|| contextual_attention(&feat, &feat, &fm, self.attention).map(|a| a.output))?;
+        let (_, c, fh, fw) = feat.dims4()?;
+        let l = (fh / 2) * (fw / 2);
+        let att_flop = 2.0 * (n * l * c * l) as f64 * (9.0 + 16.0);
+        rows.push(("contextual attention".into(), t, att_flop / 1e9));
+        let (pm, t) = timed(&|| self.att_post.forward(&att, true))?;
+        rows.push((
+            "refine.att_post".into(),
+            t,
+            self.att_post.flops(att.dims4()?) / 1e9,
+        ));
+        let cat = Tensor::cat(&[&hallu, &pm], 1)?;
+        let (_, t) = timed(&|| self.merge.forward(&cat, true))?;
+        rows.push((
+            "refine.decoder".into(),
+            t,
+            self.merge.flops(cat.dims4()?) / 1e9,
+        ));
+        Ok(rows)
     }
 
     fn run(

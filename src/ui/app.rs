@@ -259,7 +259,8 @@ impl StudioApp {
                 run,
                 metrics,
                 samples,
-            } => self.training.on_run_loaded(run, metrics, samples),
+                kind,
+            } => self.training.on_run_loaded(run, metrics, samples, kind),
             Event::Generated {
                 ticket,
                 image,

@@ -9,9 +9,11 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::PaneContext;
 use super::picker::FolderPicker;
-use crate::dtgan::run::{RunDir, StepMetrics, StopReason, TrainEvent, TrainOutcome};
+use crate::dtgan::run::{RunDir, RunKind, StepMetrics, StopReason, TrainEvent, TrainOutcome};
 use crate::dtgan::train::TrainRequest;
 use crate::dtgan::{Preset, TrainConfig};
+use crate::inpaint::config::InpaintConfig;
+use crate::inpaint::train::InpaintTrainRequest;
 use crate::nn::device::DeviceChoice;
 use crate::protocol::{Command, TrainingControl};
 
@@ -44,6 +46,9 @@ pub enum RunState {
 
 /// The training monitor pane.
 pub struct TrainingPane {
+    kind: RunKind,
+    /// Inpainting: the group to train on (empty: every group).
+    group: String,
     class: String,
     preset: Preset,
     steps: u64,
@@ -76,6 +81,8 @@ impl TrainingPane {
     pub fn new() -> Self {
         let cfg = TrainConfig::preset(Preset::Cpu);
         Self {
+            kind: RunKind::Dtgan,
+            group: String::new(),
             class: String::new(),
             preset: Preset::Cpu,
             steps: cfg.steps,
@@ -180,10 +187,12 @@ impl TrainingPane {
         run: PathBuf,
         metrics: Vec<StepMetrics>,
         samples: Vec<(u64, PathBuf)>,
+        kind: RunKind,
     ) {
         if self.state != RunState::Idle && self.run.as_ref() != Some(&run) {
             return;
         }
+        self.kind = kind;
         // A followed run reloads as it grows: keep the sample the user went back to.
         let same = self.run.as_ref() == Some(&run);
         let at_end = self.sample_index + 1 >= self.samples.len();
@@ -222,10 +231,29 @@ impl TrainingPane {
         classes
     }
 
+    fn groups(cx: &PaneContext) -> Vec<String> {
+        let mut groups: Vec<String> = cx
+            .project
+            .map(|p| p.manifest.images.iter().map(|e| e.group.clone()).collect())
+            .unwrap_or_default();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
     fn default_run_dir(&self, project: &Path) -> PathBuf {
-        let base = project
-            .join("runs")
-            .join(format!("{}-{}", self.class, self.preset.name()));
+        let name = match self.kind {
+            RunKind::Dtgan => format!("{}-{}", self.class, self.preset.name()),
+            RunKind::Inpaint => {
+                let g = if self.group.is_empty() {
+                    "all"
+                } else {
+                    &self.group
+                };
+                format!("inpaint-{g}-{}", self.preset.name())
+            }
+        };
+        let base = project.join("runs").join(name);
         (1..)
             .map(|i| {
                 if i == 1 {
@@ -243,7 +271,7 @@ impl TrainingPane {
             cx.status.error("open a project first");
             return;
         };
-        if self.class.is_empty() {
+        if self.kind == RunKind::Dtgan && self.class.is_empty() {
             cx.status.error("choose a defect class to train");
             return;
         }
@@ -252,22 +280,38 @@ impl TrainingPane {
         } else {
             PathBuf::from(self.run_dir.trim())
         };
-        let mut config = TrainConfig::preset(self.preset);
-        config.steps = self.steps;
-        let req = TrainRequest {
-            project: project.root.clone(),
-            class: self.class.clone(),
-            run: run.clone(),
-            config,
-            resume: self.resume,
-            max_minutes: (self.max_minutes > 0.0).then_some(self.max_minutes),
-            device: DeviceChoice::Auto,
+        let max_minutes = (self.max_minutes > 0.0).then_some(self.max_minutes);
+        let cmd = match self.kind {
+            RunKind::Dtgan => {
+                let mut config = TrainConfig::preset(self.preset);
+                config.steps = self.steps;
+                Command::StartTraining(Box::new(TrainRequest {
+                    project: project.root.clone(),
+                    class: self.class.clone(),
+                    run: run.clone(),
+                    config,
+                    resume: self.resume,
+                    max_minutes,
+                    device: DeviceChoice::Auto,
+                }))
+            }
+            RunKind::Inpaint => {
+                let mut config = InpaintConfig::preset(self.preset);
+                config.steps = self.steps;
+                Command::StartInpaintTraining(Box::new(InpaintTrainRequest {
+                    project: project.root.clone(),
+                    groups: (!self.group.is_empty())
+                        .then(|| vec![self.group.clone()])
+                        .unwrap_or_default(),
+                    run: run.clone(),
+                    config,
+                    resume: self.resume,
+                    max_minutes,
+                    device: DeviceChoice::Auto,
+                }))
+            }
         };
-        if cx
-            .commands
-            .send(Command::StartTraining(Box::new(req)))
-            .is_err()
-        {
+        if cx.commands.send(cmd).is_err() {
             cx.status.error("the worker is busy; try again");
             return;
         }
@@ -302,7 +346,35 @@ impl TrainingPane {
         let idle = self.state == RunState::Idle;
         ui.horizontal_wrapped(|ui| {
             ui.add_enabled_ui(idle, |ui| {
-                super::class_picker(ui, &mut self.class, &Self::classes(cx));
+                let kind_before = self.kind;
+                egui::ComboBox::from_label("network")
+                    .selected_text(kind_name(self.kind))
+                    .show_ui(ui, |ui| {
+                        for k in [RunKind::Dtgan, RunKind::Inpaint] {
+                            ui.selectable_value(&mut self.kind, k, kind_name(k));
+                        }
+                    });
+                match self.kind {
+                    RunKind::Dtgan => {
+                        super::class_picker(ui, &mut self.class, &Self::classes(cx));
+                    }
+                    RunKind::Inpaint => {
+                        let groups = Self::groups(cx);
+                        let shown = if self.group.is_empty() {
+                            "all groups".to_string()
+                        } else {
+                            self.group.clone()
+                        };
+                        egui::ComboBox::from_label("group")
+                            .selected_text(shown)
+                            .show_ui(ui, |ui| {
+                                ui.selectable_value(&mut self.group, String::new(), "all groups");
+                                for g in groups {
+                                    ui.selectable_value(&mut self.group, g.clone(), g);
+                                }
+                            });
+                    }
+                }
                 let before = self.preset;
                 egui::ComboBox::from_label("preset")
                     .selected_text(self.preset.name())
@@ -311,8 +383,11 @@ impl TrainingPane {
                             ui.selectable_value(&mut self.preset, p, p.name());
                         }
                     });
-                if before != self.preset {
-                    self.steps = TrainConfig::preset(self.preset).steps;
+                if before != self.preset || kind_before != self.kind {
+                    self.steps = match self.kind {
+                        RunKind::Dtgan => TrainConfig::preset(self.preset).steps,
+                        RunKind::Inpaint => InpaintConfig::preset(self.preset).steps,
+                    };
                 }
                 let l = ui.label("steps");
                 ui.add(egui::DragValue::new(&mut self.steps).range(1..=10_000_000))
@@ -356,7 +431,7 @@ impl TrainingPane {
             {
                 self.picker.ask((), "Training run folder");
             }
-            if let Some(run) = &self.run {
+            if let Some(run) = self.run.as_ref().filter(|_| self.kind == RunKind::Dtgan) {
                 let dir = RunDir::new(run);
                 for (label, path) in [("best", dir.best()), ("last", dir.last())] {
                     if path.exists()
@@ -432,7 +507,15 @@ impl TrainingPane {
 
     fn sample_view(&mut self, ui: &mut egui::Ui) {
         if self.samples.is_empty() {
-            ui.label("Sample grids (defect-free | mask | generated | real) appear here.");
+            ui.label(match self.kind {
+                RunKind::Dtgan => {
+                    "Sample grids (defect-free | mask | generated | real) appear here."
+                }
+                RunKind::Inpaint => {
+                    "Sample grids (hole | coarse | refined | attention flow | truth) appear here; \
+                     L1 inside / outside are then in / outside the hole."
+                }
+            });
             return;
         }
         let last = self.samples.len() - 1;
@@ -468,6 +551,13 @@ impl TrainingPane {
                 );
             }
         });
+    }
+}
+
+fn kind_name(kind: RunKind) -> &'static str {
+    match kind {
+        RunKind::Dtgan => "defect transfer (DTGAN)",
+        RunKind::Inpaint => "inpainting (twins)",
     }
 }
 

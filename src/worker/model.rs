@@ -207,6 +207,7 @@ impl Worker {
                 run: watch.dir().root.clone(),
                 metrics: s.metrics,
                 samples: s.samples,
+                kind: s.kind,
             });
         }
         Ok(())
