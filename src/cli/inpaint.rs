@@ -249,6 +249,12 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Write side-by-side examples (defect | filled | template) of the first pairs here.
+    #[arg(long)]
+    pub examples: Option<PathBuf>,
+    /// How many pairs `--examples` writes.
+    #[arg(long, default_value_t = 8)]
+    pub examples_count: usize,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -263,6 +269,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         groups: args.group.clone(),
         limit: args.limit,
         device: args.device,
+        examples: args.examples.clone().map(|d| (d, args.examples_count)),
     };
     let bar = super::progress_bar("eval");
     let r = evaluate(&req, &mut |done, total| {

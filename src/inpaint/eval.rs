@@ -40,6 +40,9 @@ pub struct EvalRequest {
     pub limit: Option<usize>,
     /// Where to compute.
     pub device: crate::nn::device::DeviceChoice,
+    /// Write `<id>.png` (defect image | filled | template, box outlines in red) for the first
+    /// this many pairs into this folder.
+    pub examples: Option<(PathBuf, usize)>,
 }
 
 /// Accumulated error of one method on a set of holes.
@@ -153,6 +156,35 @@ fn mean_fill(img: &GrayImage, boxes: &[Rect]) -> GrayImage {
         }
     }
     out
+}
+
+/// Writes the three images side by side with the boxes outlined.
+fn write_example(path: &Path, images: [&RgbImage; 3], boxes: &[Rect]) -> Result<(), EvalError> {
+    let (w, h) = images[0].dimensions();
+    let gap = 4;
+    let mut out = RgbImage::from_pixel(3 * w + 2 * gap, h, image::Rgb([40, 40, 40]));
+    for (i, img) in images.iter().enumerate() {
+        let x0 = i as u32 * (w + gap);
+        image::imageops::replace(&mut out, *img, i64::from(x0), 0);
+        for b in boxes {
+            for x in b.x..b.right() {
+                for y in [b.y, b.bottom().saturating_sub(1)] {
+                    out.put_pixel(x0 + x, y, image::Rgb([255, 0, 0]));
+                }
+            }
+            for y in b.y..b.bottom() {
+                for x in [b.x, b.right().saturating_sub(1)] {
+                    out.put_pixel(x0 + x, y, image::Rgb([255, 0, 0]));
+                }
+            }
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| EvalError::Data(format!("{}: {e}", parent.display())))?;
+    }
+    crate::imaging::io::save_png(path, &image::DynamicImage::ImageRgb8(out))
+        .map_err(|e| EvalError::Data(e.to_string()))
 }
 
 /// The groups a run trained on (empty: all, or unknown).
@@ -280,7 +312,17 @@ pub fn evaluate(
                 floor_wrong += u64::from((a[0] >= 128) != (b[0] >= 128));
             }
         }
-        let filled = gray(&model.fill(&test, &hole)?);
+        let filled_rgb = model.fill(&test, &hole)?;
+        if let Some((dir, n)) = &req.examples
+            && done < *n
+        {
+            write_example(
+                &dir.join(format!("{id}.png")),
+                [&test, &filled_rgb, &temp],
+                &boxes,
+            )?;
+        }
+        let filled = gray(&filled_rgb);
         real.add(&filled, &temp_g, &hole);
         let self_filled = gray(&model.fill(&temp, &hole)?);
         selftest.add(&self_filled, &temp_g, &hole);

@@ -317,8 +317,8 @@ impl InpaintTrainer {
             rows as u32 * (s + gap) - gap,
             Rgb([40, 40, 40]),
         );
-        let white = (b.mask.ones_like()? * 1.0)?;
-        let holed = paste(&white, &b.image, &b.mask)?;
+        // The hole in mid gray: visible on black and on white.
+        let holed = paste(&b.mask.zeros_like()?, &b.image, &b.mask)?;
         let coarse = paste(&out.coarse, &b.image, &b.mask)?;
         let refined = out.completed(&b.image, &b.mask)?;
         let flows = flow_image(&out.attention, &out.feature_mask, 2, 8)?;

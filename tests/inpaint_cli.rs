@@ -1,0 +1,129 @@
+//! `inpaint train`, `inpaint apply` and `inpaint eval` from the command line.
+
+mod common;
+
+use common::{small_demo, studio};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn inpaint_train_apply_eval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proj = small_demo(dir.path());
+    let p = proj.to_str().expect("utf-8");
+    let run = dir.path().join("inpaint-run");
+    let r = run.to_str().expect("utf-8");
+    let args = [
+        "inpaint",
+        "train",
+        "--project",
+        p,
+        "--preset",
+        "tiny",
+        "--out",
+        r,
+        "--steps",
+        "10",
+    ];
+    let out = studio(&args, dir.path());
+    assert!(out.status.success(), "train failed: {}", stderr_of(&out));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(info["kind"], "inpaint");
+    // A group that does not exist is a clear error naming it.
+    let bad = dir.path().join("bad-run");
+    let args = [
+        "inpaint",
+        "train",
+        "--project",
+        p,
+        "--group",
+        "no-such-group",
+        "--preset",
+        "tiny",
+        "--out",
+        bad.to_str().expect("utf-8"),
+    ];
+    let out = studio(&args, dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("no-such-group"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // The demo's defect images all have real templates: cut two links so twins are made.
+    let manifest_path = proj.join("studio.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
+    let mut cut = 0;
+    for e in m["images"].as_array_mut().expect("images") {
+        if e["role"] == "defect" && cut < 2 {
+            e.as_object_mut().expect("object").remove("twin");
+            cut += 1;
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    let out = studio(
+        &["inpaint", "apply", "--run", r, "--project", p],
+        dir.path(),
+    );
+    assert!(out.status.success(), "apply failed: {}", stderr_of(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 twins made"), "{stdout}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
+    let pending = m["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter(|e| e["twin_status"] == "pending_review" && e["inpaint"]["seam"].is_number())
+        .count();
+    assert_eq!(pending, 2);
+
+    // Evaluation on two real DeepPCB pairs prints one JSON object with every figure.
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/deeppcb");
+    let args = [
+        "inpaint",
+        "eval",
+        "--run",
+        r,
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--limit",
+        "2",
+        "--json",
+    ];
+    let out = studio(&args, dir.path());
+    assert!(out.status.success(), "eval failed: {}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "hole_pixel_error",
+        "psnr",
+        "selftest_hole_pixel_error",
+        "floor_pixel_error",
+    ] {
+        let v = report[key].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v >= 0.0, "{key} = {v}");
+    }
+    assert_eq!(report["pairs"], 2);
+    for b in ["copy", "mean_fill"] {
+        let e = report["baselines"][b]["hole_pixel_error"]
+            .as_f64()
+            .unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&e), "{b}: {e}");
+    }
+    // Copying the defect image leaves its defects: it cannot match the template everywhere.
+    assert!(
+        report["baselines"]["copy"]["hole_pixel_error"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.01
+    );
+    let out = studio(&["inpaint", "eval", "--run", r, "--data", p], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("index.csv"), "{}", stderr_of(&out));
+}
