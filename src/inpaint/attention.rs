@@ -16,9 +16,10 @@
 //! as in the reference code. Everything is candle ops and [`crate::nn::conv`] ops, so gradients
 //! reach both the foreground and the background features.
 
+use candle_core::backend::BackendStorage as _;
 use candle_core::{D, DType, Result, Tensor, bail};
 
-use crate::nn::conv::{Conv2dParams, conv_transpose2d, conv2d};
+use crate::nn::conv::{Conv2dParams, contiguous, conv_transpose2d, conv2d};
 
 /// Settings of the attention layer (the reference values are the defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,8 +64,135 @@ pub struct Attention {
 
 /// Every `k x k` patch of `x (C, H, W)` at stride `s` after zero padding `pad` on the top/left
 /// (and enough on the bottom/right), as `(L, C, k, k)` with `L = ceil(H/s) * ceil(W/s)` in
-/// row-major order of the patch positions.
+/// row-major order of the patch positions. One gather on the CPU (backward: one scatter-add);
+/// candle tensor ops elsewhere.
 fn patches(x: &Tensor, k: usize, s: usize, pad: usize) -> Result<Tensor> {
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let (c, h, w) = x.dims3()?;
+        let g = PatchGeom { c, h, w, k, s, pad };
+        return x.contiguous()?.apply_op1(PatchesOp(g));
+    }
+    patches_by_ops(x, k, s, pad)
+}
+
+/// Sizes of a patch extraction.
+#[derive(Debug, Clone, Copy)]
+struct PatchGeom {
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+}
+
+impl PatchGeom {
+    fn grid(&self) -> (usize, usize) {
+        (self.h.div_ceil(self.s), self.w.div_ceil(self.s))
+    }
+
+    /// Calls `f(output index, input index)` for every patch element that falls on the input.
+    fn each(&self, mut f: impl FnMut(usize, usize)) {
+        let (ph, pw) = self.grid();
+        let k = self.k;
+        for py in 0..ph {
+            for px in 0..pw {
+                let q = py * pw + px;
+                for ch in 0..self.c {
+                    for ky in 0..k {
+                        let y = (py * self.s + ky) as isize - self.pad as isize;
+                        if y < 0 || y as usize >= self.h {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let x = (px * self.s + kx) as isize - self.pad as isize;
+                            if x < 0 || x as usize >= self.w {
+                                continue;
+                            }
+                            let out = ((q * self.c + ch) * k + ky) * k + kx;
+                            f(out, (ch * self.h + y as usize) * self.w + x as usize);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `x.apply_op1(PatchesOp)`: the gather.
+struct PatchesOp(PatchGeom);
+
+/// `grad.apply_op1_no_bwd(PatchesGradOp)`: the scatter-add back onto the input.
+struct PatchesGradOp(PatchGeom);
+
+fn gather<T: Copy + Default>(g: &PatchGeom, x: &[T]) -> Vec<T> {
+    let (ph, pw) = g.grid();
+    let mut out = vec![T::default(); ph * pw * g.c * g.k * g.k];
+    g.each(|o, i| out[o] = x[i]);
+    out
+}
+
+fn scatter<T: Copy + Default + std::ops::AddAssign>(g: &PatchGeom, grad: &[T]) -> Vec<T> {
+    let mut out = vec![T::default(); g.c * g.h * g.w];
+    g.each(|o, i| out[i] += grad[o]);
+    out
+}
+
+impl candle_core::CustomOp1 for PatchesOp {
+    fn name(&self) -> &'static str {
+        "attention-patches"
+    }
+
+    fn cpu_fwd(
+        &self,
+        st: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let g = &self.0;
+        let (ph, pw) = g.grid();
+        let storage = match st {
+            CpuStorage::F32(x) => CpuStorage::F32(gather(g, contiguous(x, l, "patches")?)),
+            CpuStorage::F64(x) => CpuStorage::F64(gather(g, contiguous(x, l, "patches")?)),
+            _ => bail!("patches: f32 or f64 expected, got {:?}", st.dtype()),
+        };
+        Ok((storage, (ph * pw, g.c, g.k, g.k).into()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&PatchesGradOp(self.0))?,
+        ))
+    }
+}
+
+impl candle_core::CustomOp1 for PatchesGradOp {
+    fn name(&self) -> &'static str {
+        "attention-patches-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        st: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let g = &self.0;
+        let storage = match st {
+            CpuStorage::F32(x) => CpuStorage::F32(scatter(g, contiguous(x, l, "patches")?)),
+            CpuStorage::F64(x) => CpuStorage::F64(scatter(g, contiguous(x, l, "patches")?)),
+            _ => bail!(
+                "patches backward: f32 or f64 expected, got {:?}",
+                st.dtype()
+            ),
+        };
+        Ok((storage, (g.c, g.h, g.w).into()))
+    }
+}
+
+/// [`patches`] from candle tensor ops (any device).
+fn patches_by_ops(x: &Tensor, k: usize, s: usize, pad: usize) -> Result<Tensor> {
     let (c, h, w) = x.dims3()?;
     let (ph, pw) = (h.div_ceil(s), w.div_ceil(s));
     // Rows needed: (ph - 1) * s + k; pad the rest with zeros.

@@ -839,7 +839,7 @@ fn input_grad<T: Float>(g: &Geom, grad: &[T], w: &[T]) -> Vec<T> {
 
 /// The elements of a contiguous CPU storage, or an error naming `op` (the custom ops of this
 /// module and of [`super::upsample`] only accept contiguous inputs).
-pub(super) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => bail!("{op}: contiguous tensors expected"),

@@ -300,9 +300,11 @@ impl TrainingPane {
                 config.steps = self.steps;
                 Command::StartInpaintTraining(Box::new(InpaintTrainRequest {
                     project: project.root.clone(),
-                    groups: (!self.group.is_empty())
-                        .then(|| vec![self.group.clone()])
-                        .unwrap_or_default(),
+                    groups: if self.group.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![self.group.clone()]
+                    },
                     run: run.clone(),
                     config,
                     resume: self.resume,

@@ -266,3 +266,68 @@ fn gradients_match_finite_differences() {
         );
     }
 }
+
+#[test]
+fn patch_gather_matches_tensor_ops_forward_and_backward() {
+    for (i, &(c, h, w, k, s, pad)) in [(3, 8, 6, 4, 2, 1), (2, 5, 7, 3, 1, 1), (1, 6, 6, 3, 2, 0)]
+        .iter()
+        .enumerate()
+    {
+        let x = testutil::tensor(&[c, h, w], 30 + i as u64);
+        let a = patches(&x, k, s, pad).expect("op");
+        let b = patches_by_ops(&x, k, s, pad).expect("ops");
+        assert_eq!(a.dims(), b.dims());
+        assert_eq!(flat(&a), flat(&b), "case {i} forward");
+        let r = testutil::tensor(a.dims(), 40 + i as u64);
+        let grad = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+            let v = Var::from_tensor(&x).expect("var");
+            let g = (f(v.as_tensor()).expect("patches") * &r)
+                .and_then(|t| t.sum_all())
+                .and_then(|t| t.backward())
+                .expect("backward");
+            flat(g.get(v.as_tensor()).expect("grad"))
+        };
+        let ga = grad(&|t| patches(t, k, s, pad));
+        let gb = grad(&|t| patches_by_ops(t, k, s, pad));
+        for (j, (p, q)) in ga.iter().zip(&gb).enumerate() {
+            assert!((p - q).abs() < 1e-12, "case {i} gradient {j}: {p} vs {q}");
+        }
+    }
+}
+
+/// Timing of the layer at the `cpu` preset's size (not a test: run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn bench_attention() {
+    let f = (testutil::tensor(&[4, 64, 32, 32], 1).to_dtype(DType::F32)).expect("f");
+    let mask = hole_mask(4, 32, 32).to_dtype(DType::F32).expect("m");
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let a = contextual_attention(&f, &f, &mask, AttentionConfig::default()).expect("a");
+        let fwd = t.elapsed();
+        let t = std::time::Instant::now();
+        let _ = a.output.sum_all().and_then(|s| s.backward());
+        println!("forward {fwd:?}, backward {:?}", t.elapsed());
+    }
+    let b = f.get(0).expect("b");
+    let t = std::time::Instant::now();
+    let _ = patches(&b, 4, 2, 1).expect("raw");
+    println!("raw patches {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let _ = patches(
+        &b.narrow(1, 0, 16)
+            .and_then(|x| x.narrow(2, 0, 16))
+            .expect("s"),
+        3,
+        1,
+        1,
+    )
+    .expect("w");
+    println!("match patches {:?}", t.elapsed());
+    let m = testutil::tensor(&[256, 256], 3)
+        .to_dtype(DType::F32)
+        .expect("m");
+    let t = std::time::Instant::now();
+    let _ = fuse_diagonal(&m, 3).expect("fuse");
+    println!("fuse {:?}", t.elapsed());
+}
