@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-use egui::{Color32, ColorImage, Key, Modifiers, Pos2, Rect, Stroke, TextureHandle, Vec2};
+use egui::{Key, Modifiers, TextureHandle};
 use image::{GrayImage, RgbImage};
 
 use super::PaneContext;
@@ -82,66 +82,11 @@ impl StatusFilter {
     }
 }
 
-fn status_name(status: TwinStatus) -> &'static str {
-    match status {
-        TwinStatus::PendingReview => "pending",
-        TwinStatus::Accepted => "accepted",
-        TwinStatus::Rejected => "rejected",
-    }
-}
+mod review;
+mod viewer;
 
-/// "12 pending, 3 accepted, 1 rejected".
-pub fn status_counts(rows: &[TwinRow]) -> String {
-    let count = |s: TwinStatus| rows.iter().filter(|r| r.status == s).count();
-    format!(
-        "{} pending, {} accepted, {} rejected",
-        count(TwinStatus::PendingReview),
-        count(TwinStatus::Accepted),
-        count(TwinStatus::Rejected)
-    )
-}
-
-/// The first pending twin after `current` in `listing` (wrapping round), skipping `current` and
-/// the `skip`ped ids (reviewed, the project not yet updated).
-pub fn next_pending(listing: &[TwinRow], current: &str, skip: &HashSet<String>) -> Option<String> {
-    let start = listing
-        .iter()
-        .position(|r| r.id == current)
-        .map_or(0, |i| i + 1);
-    listing[start..]
-        .iter()
-        .chain(&listing[..start])
-        .find(|r| r.status == TwinStatus::PendingReview && r.id != current && !skip.contains(&r.id))
-        .map(|r| r.id.clone())
-}
-
-/// The "hot" colour ramp: black, red, yellow, white for `t` in 0..=1, transparent at 0.
-pub fn heat_colour(t: f32) -> Color32 {
-    let t = t.clamp(0.0, 1.0);
-    let ch = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    let alpha = if t > 0.0 { ch(0.35 + 0.65 * t) } else { 0 };
-    Color32::from_rgba_unmultiplied(ch(3.0 * t), ch(3.0 * t - 1.0), ch(3.0 * t - 2.0), alpha)
-}
-
-/// `|after - before|` per pixel (largest channel), scaled so the largest difference is white.
-/// `None` when the sizes differ.
-pub fn heat_map(before: &RgbImage, after: &RgbImage) -> Option<ColorImage> {
-    if before.dimensions() != after.dimensions() {
-        return None;
-    }
-    let diffs: Vec<u8> = before
-        .pixels()
-        .zip(after.pixels())
-        .map(|(b, a)| (0..3).map(|c| b[c].abs_diff(a[c])).max().unwrap_or(0))
-        .collect();
-    let top = f32::from(diffs.iter().copied().max().unwrap_or(0).max(1));
-    let pixels = diffs
-        .into_iter()
-        .map(|d| heat_colour(f32::from(d) / top))
-        .collect();
-    let (w, h) = after.dimensions();
-    Some(ColorImage::new([w as usize, h as usize], pixels))
-}
+use review::status_name;
+pub use review::{heat_colour, heat_map, next_pending, status_counts};
 
 /// GPU copies of the loaded twin, made once per twin.
 struct TwinTextures {
@@ -676,109 +621,6 @@ impl InpaintQaPane {
             self.selected = clicked;
         }
     }
-
-    fn viewer(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal_wrapped(|ui| {
-            ui.add(egui::Slider::new(&mut self.split, 0.0..=1.0).text("Before/after split"));
-            ui.checkbox(&mut self.show_heat, "Heat map");
-            ui.checkbox(&mut self.show_boxes, "Box outline");
-            ui.label(format!("Zoom {:.0} %", self.canvas.view().zoom * 100.0));
-            if ui.button("Fit").clicked() {
-                self.canvas.reset_view();
-            }
-            ui.weak("Hold Tab: before · A accept · R reject · wheel zoom · middle drag pan");
-        });
-        if let Some((id, message)) = &self.failed {
-            let what = id.as_deref().unwrap_or("the twin");
-            ui.colored_label(
-                ui.visuals().error_fg_color,
-                format!("Cannot load {what}: {message}"),
-            );
-            return;
-        }
-        let Some(l) = &mut self.loaded else {
-            ui.label(match &self.selected {
-                Some(_) => "Loading…",
-                None => "Select a twin to review its seam.",
-            });
-            return;
-        };
-        if self.selected.as_deref() != Some(l.id.as_str()) {
-            ui.label("Loading…");
-            return;
-        }
-        let (w, h) = l.twin.dimensions();
-        let max_side = ui.ctx().input(|i| i.max_texture_side);
-        if w.max(h) as usize > max_side {
-            ui.colored_label(
-                ui.visuals().error_fg_color,
-                format!("The twin is {w}x{h}; this display shows at most {max_side} a side."),
-            );
-            return;
-        }
-        let size = Vec2::new(w as f32, h as f32);
-        let c = self.canvas.show(ui, size, "Twin canvas");
-        let image_rect = c
-            .view
-            .image_rect_to_screen(Rect::from_min_size(Pos2::ZERO, size));
-        let dragging =
-            c.response.is_pointer_button_down_on() && ui.ctx().input(|i| i.pointer.primary_down());
-        if dragging
-            && !c.panning
-            && image_rect.width() > 0.0
-            && let Some(p) = c.response.interact_pointer_pos()
-        {
-            self.split = ((p.x - image_rect.left()) / image_rect.width()).clamp(0.0, 1.0);
-        }
-        upload(ui.ctx(), l);
-        let Some(t) = &mut l.textures else { return };
-        draw_split(&c.painter, t, image_rect, self.split, self.showing_before);
-        if self.show_heat {
-            let heat = t.heat.get_or_insert_with(|| {
-                heat_map(&l.defect, &l.twin).map(|img| {
-                    ui.ctx()
-                        .load_texture(format!("qa-heat-{}", l.id), img, IMAGE_OPTIONS)
-                })
-            });
-            match heat {
-                Some(tex) => {
-                    c.painter
-                        .image(tex.id(), image_rect, full_uv(), Color32::WHITE);
-                }
-                None => {
-                    c.painter.debug_text(
-                        image_rect.left_top(),
-                        egui::Align2::LEFT_TOP,
-                        Color32::RED,
-                        "before and after differ in size",
-                    );
-                }
-            }
-        }
-        if self.show_boxes {
-            for r in &l.boxes {
-                let rr = Rect::from_min_size(
-                    Pos2::new(r.x as f32, r.y as f32),
-                    Vec2::new(r.w as f32, r.h as f32),
-                );
-                let sr = c.view.image_rect_to_screen(rr);
-                for (width, colour) in
-                    [(3.0, Color32::from_black_alpha(160)), (1.0, Color32::GREEN)]
-                {
-                    c.painter.rect_stroke(
-                        sr,
-                        0.0,
-                        Stroke::new(width, colour),
-                        egui::StrokeKind::Outside,
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn full_uv() -> Rect {
-    Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0))
 }
 
 /// Classes of the project's real defect images, sorted.
@@ -793,122 +635,4 @@ fn defect_classes(project: &Project) -> Vec<String> {
     classes.sort();
     classes.dedup();
     classes
-}
-
-/// Uploads the loaded twin's textures on first use.
-fn upload(ctx: &egui::Context, l: &mut Loaded) {
-    l.textures.get_or_insert_with(|| {
-        let tex = |name: &str, img: &RgbImage| {
-            let (w, h) = img.dimensions();
-            let color = ColorImage::from_rgb([w as usize, h as usize], img.as_raw());
-            ctx.load_texture(format!("qa-{name}-{}", l.id), color, IMAGE_OPTIONS)
-        };
-        TwinTextures {
-            before: tex("before", &l.defect),
-            after: tex("after", &l.twin),
-            heat: None,
-        }
-    });
-}
-
-/// "Before" left of the split, "after" right of it (or "before" everywhere while held).
-fn draw_split(
-    painter: &egui::Painter,
-    t: &TwinTextures,
-    image_rect: Rect,
-    split: f32,
-    before_only: bool,
-) {
-    if before_only {
-        painter.image(t.before.id(), image_rect, full_uv(), Color32::WHITE);
-        return;
-    }
-    let x = image_rect.left() + split * image_rect.width();
-    let left = Rect::from_min_max(image_rect.min, Pos2::new(x, image_rect.max.y));
-    let right = Rect::from_min_max(Pos2::new(x, image_rect.min.y), image_rect.max);
-    let uv_left = Rect::from_min_max(Pos2::ZERO, Pos2::new(split, 1.0));
-    let uv_right = Rect::from_min_max(Pos2::new(split, 0.0), Pos2::new(1.0, 1.0));
-    painter.image(t.before.id(), left, uv_left, Color32::WHITE);
-    painter.image(t.after.id(), right, uv_right, Color32::WHITE);
-    let line = [
-        Pos2::new(x, image_rect.top()),
-        Pos2::new(x, image_rect.bottom()),
-    ];
-    painter.line_segment(line, Stroke::new(3.0, Color32::from_black_alpha(160)));
-    painter.line_segment(line, Stroke::new(1.0, Color32::WHITE));
-    let clip = painter.clip_rect();
-    let y = clip.top().max(image_rect.top()) + 4.0;
-    for (text, at, align) in [
-        ("before", Pos2::new(x - 6.0, y), egui::Align2::RIGHT_TOP),
-        ("after", Pos2::new(x + 6.0, y), egui::Align2::LEFT_TOP),
-    ] {
-        painter.text(
-            at,
-            align,
-            text,
-            egui::FontId::proportional(13.0),
-            Color32::WHITE,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(id: &str, seam: f64, status: TwinStatus) -> TwinRow {
-        TwinRow {
-            id: id.into(),
-            defect: format!("d-{id}"),
-            seam,
-            status,
-        }
-    }
-
-    #[test]
-    fn next_pending_skips_reviewed_and_wraps() {
-        use TwinStatus::*;
-        let l = [
-            row("a", 5.0, PendingReview),
-            row("b", 4.0, Accepted),
-            row("c", 3.0, PendingReview),
-            row("d", 2.0, PendingReview),
-        ];
-        let none = HashSet::new();
-        assert_eq!(next_pending(&l, "a", &none).as_deref(), Some("c"));
-        let skip: HashSet<String> = ["c".to_string()].into();
-        assert_eq!(next_pending(&l, "a", &skip).as_deref(), Some("d"));
-        assert_eq!(next_pending(&l, "d", &none).as_deref(), Some("a"));
-        let all: HashSet<String> = ["a", "c"].map(String::from).into();
-        assert_eq!(next_pending(&l, "d", &all), None);
-    }
-
-    #[test]
-    fn heat_map_is_transparent_where_equal_and_white_at_the_largest_difference() {
-        let before = RgbImage::from_pixel(4, 2, image::Rgb([10, 10, 10]));
-        let mut after = before.clone();
-        after.put_pixel(1, 0, image::Rgb([10, 110, 10]));
-        after.put_pixel(2, 1, image::Rgb([60, 10, 10]));
-        let heat = heat_map(&before, &after).expect("same size");
-        assert_eq!(heat.size, [4, 2]);
-        assert_eq!(heat.pixels[0].a(), 0);
-        assert_eq!(heat.pixels[1], Color32::WHITE);
-        let half = heat.pixels[4 + 2];
-        assert!(half.a() > 0 && half.r() > half.b(), "{half:?}");
-        assert!(heat_map(&before, &RgbImage::new(3, 2)).is_none());
-    }
-
-    #[test]
-    fn counts_and_filters() {
-        use TwinStatus::*;
-        let rows = [
-            row("a", 1.0, PendingReview),
-            row("b", 1.0, PendingReview),
-            row("c", 1.0, Rejected),
-        ];
-        assert_eq!(status_counts(&rows), "2 pending, 0 accepted, 1 rejected");
-        assert!(StatusFilter::Pending.admits(PendingReview));
-        assert!(!StatusFilter::Accepted.admits(Rejected));
-        assert!(StatusFilter::All.admits(Rejected));
-    }
 }
