@@ -437,3 +437,72 @@ fn a_new_project_from_the_worker_refreshes_statuses() {
         .map(|r| r.status);
     assert_eq!(bad, Some(TwinStatus::Rejected));
 }
+
+/// Two canvases showing the same image share zoom and pan through `SharedView`; a view of
+/// another image is left alone.
+#[test]
+fn canvases_of_one_image_share_zoom_and_pan() {
+    use dtgan_studio::ui::canvas::{ImageCanvas, SharedView};
+    struct S {
+        a: ImageCanvas,
+        b: ImageCanvas,
+        shared: Option<SharedView>,
+        which: u8,
+    }
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(400.0, 300.0))
+        .build_ui_state(
+            |ui, s: &mut S| {
+                let size = egui::vec2(100.0, 80.0);
+                let canvas = if s.which == 0 { &mut s.a } else { &mut s.b };
+                canvas.show_shared(ui, size, "canvas", "img", &mut s.shared);
+            },
+            S {
+                a: ImageCanvas::new(),
+                b: ImageCanvas::new(),
+                shared: None,
+                which: 0,
+            },
+        );
+    h.run();
+    let first = h
+        .state()
+        .shared
+        .clone()
+        .expect("canvas a published its view");
+    assert_eq!(first.image, "img");
+    // Someone (the other pane) zooms in and pans.
+    let mut changed = first.clone();
+    changed.zoom = first.zoom * 3.0;
+    changed.offset += egui::vec2(-40.0, -25.0);
+    changed.version += 1;
+    h.state_mut().shared = Some(changed.clone());
+    h.state_mut().which = 1;
+    h.run();
+    let b = h.state().b.view();
+    assert!(
+        (b.zoom - changed.zoom).abs() < 1e-6,
+        "b took the zoom: {}",
+        b.zoom
+    );
+    assert_eq!(
+        h.state().shared.as_ref().map(|s| s.version),
+        Some(changed.version)
+    );
+    // Back on a: it takes the change too.
+    h.state_mut().which = 0;
+    h.run();
+    assert!((h.state().a.view().zoom - changed.zoom).abs() < 1e-6);
+    // A view of another image is not taken.
+    let mut other = changed.clone();
+    other.image = "other".into();
+    other.zoom = 0.5;
+    other.version += 1;
+    h.state_mut().shared = Some(other);
+    h.run();
+    assert!((h.state().a.view().zoom - changed.zoom).abs() < 1e-6);
+    assert_eq!(
+        h.state().shared.as_ref().map(|s| s.image.as_str()),
+        Some("img")
+    );
+}

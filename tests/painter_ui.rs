@@ -49,6 +49,7 @@ fn setup_full(
         selection: Selection {
             current: Some("a".into()),
             order: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
         },
         status: StatusLine::default(),
         commands: CommandSender::new(tx),

@@ -93,6 +93,21 @@ pub struct CanvasResponse {
     pub panning: bool,
 }
 
+/// The zoom and pan of one image, shared between canvases that show it (the mask painter and
+/// the Inpaint QA pane): the offset is relative to the canvas's corner, and the version tells a
+/// canvas whether another one changed it since it last looked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharedView {
+    /// The image's id (for a twin: its defect image's id).
+    pub image: String,
+    /// Screen points per image pixel.
+    pub zoom: f32,
+    /// The image's top-left corner relative to the canvas's.
+    pub offset: Vec2,
+    /// Bumped on every change.
+    pub version: u64,
+}
+
 /// A zoomable, pannable area that shows one image; keeps its view between frames.
 #[derive(Clone, Debug, Default)]
 pub struct ImageCanvas {
@@ -101,6 +116,10 @@ pub struct ImageCanvas {
     last_rect: Option<Rect>,
     image_size: Vec2,
     panning: bool,
+    /// A shared view to take on at the next `show`.
+    adopt: Option<(f32, Vec2)>,
+    /// The shared view's version this canvas last took or made.
+    seen: u64,
 }
 
 impl ImageCanvas {
@@ -122,6 +141,41 @@ impl ImageCanvas {
         self.view
     }
 
+    /// [`Self::show`] for `image`, keeping `shared` in step: a view another canvas set for the
+    /// same image is taken on, and this canvas's own changes are published.
+    pub fn show_shared(
+        &mut self,
+        ui: &mut egui::Ui,
+        image_size: Vec2,
+        label: &str,
+        image: &str,
+        shared: &mut Option<SharedView>,
+    ) -> CanvasResponse {
+        if let Some(s) = shared.as_ref()
+            && s.image == image
+            && s.version != self.seen
+        {
+            self.adopt = Some((s.zoom, s.offset));
+            self.seen = s.version;
+        }
+        let r = self.show(ui, image_size, label);
+        let offset = self.view.origin - self.last_rect.map_or(Pos2::ZERO, |r| r.min);
+        let same = shared
+            .as_ref()
+            .is_some_and(|s| s.image == image && s.zoom == self.view.zoom && s.offset == offset);
+        if !same {
+            let version = shared.as_ref().map_or(0, |s| s.version) + 1;
+            *shared = Some(SharedView {
+                image: image.to_owned(),
+                zoom: self.view.zoom,
+                offset,
+                version,
+            });
+            self.seen = version;
+        }
+        r
+    }
+
     /// Allocates all remaining space, applies wheel zoom and panning, and returns the view.
     ///
     /// `label` is the widget's accessible name.
@@ -131,7 +185,13 @@ impl ImageCanvas {
         let name = label.to_owned();
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &name));
 
-        if self.needs_fit || self.image_size != image_size || self.last_rect.is_none() {
+        if let Some((zoom, offset)) = self.adopt.take() {
+            self.view = ViewTransform {
+                origin: rect.min + offset,
+                zoom,
+            };
+            self.needs_fit = false;
+        } else if self.needs_fit || self.image_size != image_size || self.last_rect.is_none() {
             self.view = ViewTransform::fit(rect, image_size);
             self.needs_fit = false;
         } else if let Some(last) = self.last_rect {

@@ -49,6 +49,8 @@ pub struct Selection {
     pub current: Option<String>,
     /// Ids in the browser's current (filtered, sorted) order.
     pub order: Vec<String>,
+    /// Zoom and pan of the image shown, shared by the painter and the Inpaint QA pane.
+    pub view: Option<canvas::SharedView>,
 }
 
 impl Selection {

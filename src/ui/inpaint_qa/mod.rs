@@ -334,7 +334,7 @@ impl InpaintQaPane {
             .default_size(300.0)
             .show(ui, |ui| self.list(ui, &twins));
         self.follow_selection(cx);
-        self.viewer(ui);
+        self.viewer(ui, &mut cx.selection.view);
     }
 
     /// Rebuilds the twin list when the project changed.
@@ -378,6 +378,11 @@ impl InpaintQaPane {
         }
         match cx.commands.send(Command::LoadTwin { id: want.clone() }) {
             Ok(()) => {
+                // The defect image becomes the studio's selection: the painter shows it, with
+                // the same zoom and pan.
+                if let Some(row) = self.twins.rows.iter().find(|r| r.id == want) {
+                    cx.selection.current = Some(row.defect.clone());
+                }
                 self.requested = Some(want);
                 self.failed = None;
             }

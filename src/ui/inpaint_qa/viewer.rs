@@ -3,10 +3,12 @@
 use egui::{Color32, ColorImage, Pos2, Rect, Stroke, Vec2};
 use image::RgbImage;
 
+use crate::ui::canvas::SharedView;
+
 use super::{IMAGE_OPTIONS, InpaintQaPane, Loaded, TwinTextures, heat_map};
 
 impl InpaintQaPane {
-    pub(super) fn viewer(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn viewer(&mut self, ui: &mut egui::Ui, shared: &mut Option<SharedView>) {
         ui.horizontal_wrapped(|ui| {
             ui.add(egui::Slider::new(&mut self.split, 0.0..=1.0).text("Before/after split"));
             ui.checkbox(&mut self.show_heat, "Heat map");
@@ -46,7 +48,16 @@ impl InpaintQaPane {
             return;
         }
         let size = Vec2::new(w as f32, h as f32);
-        let c = self.canvas.show(ui, size, "Twin canvas");
+        // The view is shared with the painter under the defect image's id.
+        let image = self
+            .twins
+            .rows
+            .iter()
+            .find(|r| r.id == l.id)
+            .map_or_else(String::new, |r| r.defect.clone());
+        let c = self
+            .canvas
+            .show_shared(ui, size, "Twin canvas", &image, shared);
         let image_rect = c
             .view
             .image_rect_to_screen(Rect::from_min_size(Pos2::ZERO, size));

@@ -370,7 +370,7 @@ impl PainterPane {
         self.keyboard(ui, cx);
         self.toolbar(ui, cx);
         self.help_window(ui);
-        self.canvas_ui(ui);
+        self.canvas_ui(ui, &mut cx.selection.view);
         self.autosave(ui, cx);
     }
 }

@@ -7,6 +7,7 @@ use super::document::Layer;
 use super::raster::{TipShape, snap_center};
 use super::{Loaded, PainterPane, Textures, Tool};
 use crate::imaging::rect::Rect as PxRect;
+use crate::ui::canvas::SharedView;
 
 /// Masks stay hard-edged when zoomed; the photo is smoothed only when shrunk.
 const IMAGE_OPTIONS: TextureOptions = TextureOptions {
@@ -121,7 +122,7 @@ impl PainterPane {
     }
 
     /// Shows the image and overlays, and applies the active tool to pointer input.
-    pub(super) fn canvas_ui(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn canvas_ui(&mut self, ui: &mut egui::Ui, shared: &mut Option<SharedView>) {
         let ctx = ui.ctx().clone();
         let Some(l) = &self.loaded else { return };
         let (w, h) = l.image.dimensions();
@@ -135,9 +136,14 @@ impl PainterPane {
             );
             return;
         }
-        let c = self
-            .canvas
-            .show(ui, Vec2::new(w as f32, h as f32), "Mask canvas");
+        let id = l.id.clone();
+        let c = self.canvas.show_shared(
+            ui,
+            Vec2::new(w as f32, h as f32),
+            "Mask canvas",
+            &id,
+            shared,
+        );
         self.handle_pointer(ui, &c);
 
         let Some(l) = &mut self.loaded else { return };
