@@ -310,6 +310,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         "floor: defect image and template disagree on {:.2}% of the pixels outside the boxes (misalignment)",
         100.0 * r.floor_pixel_error
     );
+    if r.seen_in_training {
+        println!(
+            "note: the run trained on templates of these groups (or of every group): these are not figures for unseen boards"
+        );
+    }
     println!("{:.0} s", r.seconds);
     Ok(())
 }

@@ -89,7 +89,8 @@ pub fn collect_pairs(project: &Project, class: &str) -> Result<Vec<PairRef>, Dat
             continue;
         };
         // Real templates carry no review status; inpainted twins train only once accepted.
-        if twin.twin_status.is_some_and(|s| s != TwinStatus::Accepted)
+        let reviewed = twin.twin_status.is_some() || twin.inpaint.is_some();
+        if (reviewed && twin.twin_status != Some(TwinStatus::Accepted))
             || e.twin_status == Some(TwinStatus::Rejected)
         {
             rejected += 1;

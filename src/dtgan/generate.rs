@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::TrainConfig;
 use super::data::{image_tensor, mask_tensor, tensor_image};
-use super::model::{checkpoint_config, read_checkpoint, restore_vars};
+use super::model::{checkpoint_config, parse_checkpoint, restore_vars};
 use super::nets::Generator;
 use super::run::RunDir;
 use crate::imaging::rect::Rect;
@@ -128,7 +128,7 @@ impl DefectGenerator {
             source,
         })?;
         let checkpoint_sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let (tensors, meta) = read_checkpoint(&checkpoint)?;
+        let (tensors, meta) = parse_checkpoint(&checkpoint, &bytes)?;
         let config = checkpoint_config(&checkpoint, &meta)?;
         let device = select_device(device)?;
         let vars = VarMap::new();

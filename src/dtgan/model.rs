@@ -152,18 +152,24 @@ pub type CheckpointContents = (HashMap<String, Tensor>, HashMap<String, String>)
 
 /// Reads every tensor and the metadata of a checkpoint file.
 pub fn read_checkpoint(path: &Path) -> Result<CheckpointContents, NnError> {
-    let format_err = |msg: String| NnError::CheckpointFormat {
-        path: path.to_path_buf(),
-        msg,
-    };
     let bytes = std::fs::read(path).map_err(|source| NnError::CheckpointIo {
         path: path.to_path_buf(),
         source,
     })?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    parse_checkpoint(path, &bytes)
+}
+
+/// Decodes a checkpoint file's bytes (read once, so a hash of the same bytes names exactly these
+/// weights even if the file is replaced meanwhile); `path` is for the errors.
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<CheckpointContents, NnError> {
+    let format_err = |msg: String| NnError::CheckpointFormat {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format_err(format!("not a safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
         .map_err(|e| format_err(e.to_string()))?;
     Ok((tensors, metadata))
 }

@@ -80,6 +80,16 @@ pub enum TrainError {
         /// The class asked for.
         asked: String,
     },
+    /// An inpainting run was resumed with other groups than it was started with.
+    #[error("{} was trained on group(s) {was:?} (empty: all), not {asked:?}", run.display())]
+    GroupMismatch {
+        /// The run folder.
+        run: PathBuf,
+        /// The run's groups (empty: all).
+        was: Vec<String>,
+        /// The groups asked for.
+        asked: Vec<String>,
+    },
     /// A loss became NaN or infinite; the last checkpoint on disk is still the last good one.
     #[error(
         "{what} became {value} at step {step}; training stopped, the last good checkpoint ({}) is kept. Try a lower learning rate.",

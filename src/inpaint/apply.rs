@@ -19,7 +19,7 @@ use super::nets::{InpaintGan, InpaintNet};
 use super::train::inpaint_config;
 use crate::dtgan::data::{image_tensor, mask_tensor, tensor_image};
 use crate::dtgan::generate::{gray_like, resolve_checkpoint};
-use crate::dtgan::model::{read_checkpoint, restore_vars};
+use crate::dtgan::model::{parse_checkpoint, restore_vars};
 use crate::imaging::boxes::{box_mask_from_mask, connected_components};
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
@@ -58,6 +58,14 @@ pub enum InpaintError {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The twin's id is taken by an image that is not an inpainted twin.
+    #[error("{}: image id `{id}` is taken by an image that is not an inpainted twin; rename it", manifest.display())]
+    IdTaken {
+        /// The id.
+        id: String,
+        /// The project's manifest.
+        manifest: PathBuf,
+    },
 }
 
 /// A trained inpainting generator, ready to fill holes.
@@ -83,7 +91,7 @@ impl Inpainter {
             source,
         })?;
         let checkpoint_sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let (tensors, meta) = read_checkpoint(&checkpoint)?;
+        let (tensors, meta) = parse_checkpoint(&checkpoint, &bytes)?;
         let config = inpaint_config(&checkpoint, &meta)?;
         let device = select_device(device)?;
         let vars = VarMap::new();
@@ -137,8 +145,16 @@ impl Inpainter {
         let s = self.config.model.image_size as u32;
         let mut out = image.clone();
         let mut remaining = crate::imaging::io::binarize(hole.clone());
-        for comp in connected_components(&remaining.clone()) {
-            let win = self.window(comp.bbox, image.dimensions());
+        let (w, h) = image.dimensions();
+        // A part longer than half the image's short side is filled in pieces, each inside its
+        // own window (a window is at most the short side).
+        let piece = (w.min(h) / 2).max(1);
+        let parts: Vec<Rect> = connected_components(&remaining)
+            .into_iter()
+            .flat_map(|c| split_rect(c.bbox, piece))
+            .collect();
+        for b in parts {
+            let win = self.window(b, image.dimensions());
             let crop = image::imageops::crop_imm(&out, win.x, win.y, win.w, win.h).to_image();
             let crop_mask =
                 image::imageops::crop_imm(&remaining, win.x, win.y, win.w, win.h).to_image();
@@ -164,9 +180,8 @@ impl Inpainter {
                 );
             }
             gray_like(&mut filled, &crop);
-            let b = comp.bbox;
-            for yy in b.y..b.bottom() {
-                for xx in b.x..b.right() {
+            for yy in b.y.max(win.y)..b.bottom().min(win.bottom()) {
+                for xx in b.x.max(win.x)..b.right().min(win.right()) {
                     if remaining.get_pixel(xx, yy)[0] != 0 {
                         out.put_pixel(xx, yy, *filled.get_pixel(xx - win.x, yy - win.y));
                         remaining.put_pixel(xx, yy, Luma([0]));
@@ -176,6 +191,23 @@ impl Inpainter {
         }
         Ok(out)
     }
+}
+
+/// `r` cut into pieces of at most `piece` pixels a side, row by row.
+fn split_rect(r: Rect, piece: u32) -> Vec<Rect> {
+    let mut out = Vec::new();
+    let mut y = r.y;
+    while y < r.bottom() {
+        let ph = piece.min(r.bottom() - y);
+        let mut x = r.x;
+        while x < r.right() {
+            let pw = piece.min(r.right() - x);
+            out.push(Rect::new(x, y, pw, ph));
+            x += pw;
+        }
+        y += ph;
+    }
+    out
 }
 
 /// Resizes a 0/255 mask to `side` x `side` so that a target pixel is a hole pixel when any
@@ -379,7 +411,13 @@ pub fn apply_project(
         });
         let m = &mut project.manifest;
         match m.index_of(&id) {
-            Some(j) => m.images[j] = t,
+            Some(j) if m.images[j].inpaint.is_some() => m.images[j] = t,
+            Some(_) => {
+                return Err(InpaintError::IdTaken {
+                    id,
+                    manifest: project.manifest_path(),
+                });
+            }
             None => m.images.push(t),
         }
         m.images[i].twin = Some(id);
@@ -400,8 +438,11 @@ pub fn apply_project(
 
 /// Where the twin of defect image `id` is stored.
 pub fn twin_path(id: &str) -> RelPath {
+    // Ids that differ only in characters a file name cannot hold get different files.
+    let hash = format!("{:x}", Sha256::digest(id.as_bytes()));
     let p = Project::default_mask_path(id);
-    RelPath::new(format!("twins/{}", &p.as_str()["masks/".len()..]))
+    let stem = &p.as_str()["masks/".len()..p.as_str().len() - ".png".len()];
+    RelPath::new(format!("twins/{stem}-{}.png", &hash[..8]))
         .unwrap_or_else(|_| RelPath::new("twins/_.png").expect("constant path is valid"))
 }
 

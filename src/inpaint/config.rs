@@ -194,8 +194,8 @@ impl InpaintConfig {
         if !(l.gamma > 0.0 && l.gamma <= 1.0) {
             return Err(format!("gamma must be in (0, 1], got {}", l.gamma));
         }
-        if self.batch_size == 0 || self.n_critic == 0 {
-            return Err("batch_size and n_critic must be at least 1".into());
+        if self.batch_size == 0 || self.n_critic == 0 || self.val_images == 0 {
+            return Err("batch_size, n_critic and val_images must be at least 1".into());
         }
         for (name, v) in [("lr_g", self.lr_g), ("lr_d", self.lr_d)] {
             if !(v.is_finite() && v > 0.0) {

@@ -26,8 +26,8 @@ pub enum InpaintDataError {
     /// No defect-free image in the chosen groups.
     #[error("no defect-free images (good images or real templates) in {0}")]
     NoImages(String),
-    /// An image is smaller than the training crops.
-    #[error("{}: {w}x{h} pixels is smaller than the {side} px training crops", path.display())]
+    /// An image is too small for the training crops.
+    #[error("{}: {w}x{h} pixels is less than half the {side} px training crops", path.display())]
     TooSmall {
         /// The file.
         path: PathBuf,
@@ -135,7 +135,7 @@ impl ImageSampler {
         };
         let (w, h) = img.dimensions();
         let side = ((s as f32 * scale).round() as u32).min(w).min(h);
-        if (side as usize) < s / 2 || w < 8 || h < 8 {
+        if (w.min(h) as usize) < s / 2 {
             return Err(InpaintDataError::TooSmall {
                 path: self.images[i].1.clone(),
                 w,
@@ -170,6 +170,23 @@ impl ImageSampler {
             hole: random_hole(cfg, rng),
         })
     }
+}
+
+/// Checks from the file headers that every image is at least half the crop side, so that a bad
+/// image stops a run at its start, not when it is first drawn hours later.
+pub fn check_sizes(images: &[(String, PathBuf)], side: usize) -> Result<(), InpaintDataError> {
+    for (_, path) in images {
+        let (w, h) = crate::imaging::io::read_dimensions(path)?;
+        if (w.min(h) as usize) < side / 2 {
+            return Err(InpaintDataError::TooSmall {
+                path: path.clone(),
+                w,
+                h,
+                side,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A random square hole inside a crop of `image_size` pixels.

@@ -106,6 +106,9 @@ pub struct EvalReport {
     pub checkpoint: PathBuf,
     /// Groups evaluated.
     pub groups: Vec<String>,
+    /// Whether the run trained on (some of) these groups' templates: then the figures are not
+    /// those of unseen boards.
+    pub seen_in_training: bool,
     /// Pairs evaluated.
     pub pairs: usize,
     /// Boxes filled (per image kind).
@@ -332,8 +335,10 @@ pub fn evaluate(
     }
     progress(total, total);
     let (r, s) = (real.score(), selftest.score());
+    let seen_in_training = trained.is_empty() || groups.iter().any(|g| trained.contains(g));
     Ok(EvalReport {
         checkpoint: model.checkpoint.clone(),
+        seen_in_training,
         groups,
         pairs: total,
         boxes: boxes_total,

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::attention::flow_image;
 use super::config::InpaintConfig;
-use super::data::{Batch, Example, ImageSampler, batch, collect_images};
+use super::data::{Batch, Example, ImageSampler, batch, check_sizes, collect_images};
 use super::nets::{InpaintGan, InpaintOutput, paste};
 use crate::dtgan::adam::Adam;
 use crate::dtgan::data::tensor_image;
@@ -116,8 +116,25 @@ impl InpaintTrainer {
         let resuming = check_run_folder(&run, req.resume)?;
         let device = select_device(req.device)?;
         let project = Project::open(&req.project)?;
+        // A resumed run keeps its groups: given none, it takes them from run.json; given others,
+        // it refuses (its data, validation split and curve would change).
+        let mut groups = req.groups.clone();
+        if resuming
+            && let Ok(text) = std::fs::read_to_string(run.info())
+            && let Ok(info) = serde_json::from_str::<RunInfo>(&text)
+        {
+            if groups.is_empty() {
+                groups = info.groups;
+            } else if groups != info.groups {
+                return Err(TrainError::GroupMismatch {
+                    run: run.root.clone(),
+                    was: info.groups,
+                    asked: groups,
+                });
+            }
+        }
         let images =
-            collect_images(&project, &req.groups).map_err(|e| TrainError::Config(e.to_string()))?;
+            collect_images(&project, &groups).map_err(|e| TrainError::Config(e.to_string()))?;
         let (config, ckpt) = if resuming {
             let path = run.last();
             let contents = read_checkpoint(&path)?;
@@ -128,6 +145,8 @@ impl InpaintTrainer {
             (req.config.clone(), None)
         };
         config.validate().map_err(TrainError::Config)?;
+        check_sizes(&images, config.model.image_size)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         // Hold out every k-th image for validation when there are enough.
         let n_val = config.val_images.min(images.len() / 5);
         let (train_imgs, val_imgs): (Vec<_>, Vec<_>) = match images.len().checked_div(n_val) {
@@ -176,7 +195,7 @@ impl InpaintTrainer {
             )?,
         };
         let mut sampler = ImageSampler::new(train_imgs);
-        if state.step == 0 {
+        if !resuming {
             let mut rng = step_rng(config.seed, 0);
             let examples = (0..config.batch_size.max(4))
                 .map(|_| sampler.sample(&config, &mut rng))
@@ -189,7 +208,7 @@ impl InpaintTrainer {
             project: std::fs::canonicalize(&req.project).unwrap_or_else(|_| req.project.clone()),
             class: String::new(),
             kind: RunKind::Inpaint,
-            groups: req.groups.clone(),
+            groups,
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {

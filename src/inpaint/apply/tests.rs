@@ -1,6 +1,7 @@
 use super::*;
 use crate::demo::{DemoConfig, make_demo};
 use crate::dtgan::Preset;
+use crate::dtgan::model::read_checkpoint;
 use crate::dtgan::run::{TrainControl, read_metrics};
 use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
 
@@ -135,6 +136,28 @@ fn overfits_one_image_and_makes_reviewable_twins() {
         }
     }
     assert!(changed_inside > 0);
+    // A box longer than the short side of a non-square image is filled in pieces.
+    let strip = image::imageops::crop_imm(&img, 0, 20, 64, 24).to_image();
+    let mut long = GrayImage::new(64, 24);
+    for y in 8..16 {
+        for x in 2..62 {
+            long.put_pixel(x, y, Luma([255]));
+        }
+    }
+    let filled = model.fill(&strip, &long).expect("long box");
+    let changed = filled
+        .enumerate_pixels()
+        .filter(|(x, y, p)| long.get_pixel(*x, *y)[0] != 0 && *p != strip.get_pixel(*x, *y))
+        .count();
+    assert!(
+        changed > 60 * 8 / 2,
+        "only {changed} of the long box's pixels filled"
+    );
+    for (x, y, p) in filled.enumerate_pixels() {
+        if long.get_pixel(x, y)[0] == 0 {
+            assert_eq!(p, strip.get_pixel(x, y));
+        }
+    }
     let wrong_size = GrayImage::new(3, 3);
     assert!(matches!(
         model.fill(&img, &wrong_size),
@@ -261,6 +284,14 @@ fn a_resumed_run_continues_the_same_curve() {
         compared += 1;
     }
     assert!(compared > 50, "{compared} tensors");
+    // Resuming with other groups than the run's is refused, naming them.
+    let mut other = req("halves", 14, true);
+    other.groups = vec!["no-such-group".into()];
+    let err = train_inpaint(&other, &TrainControl::new(), &mut |_| {})
+        .err()
+        .expect("group mismatch")
+        .to_string();
+    assert!(err.contains("no-such-group"), "{err}");
     let m = read_metrics(&dir.path().join("halves/metrics.jsonl")).expect("metrics");
     let steps: Vec<u64> = m.iter().map(|l| l.step).collect();
     assert!(

@@ -346,7 +346,15 @@ impl InpaintQaPane {
             Some(p) => {
                 // The worker saved: the statuses sent so far are in (or failed to get into) it.
                 self.reviewed.clear();
-                self.twins = Twins::of(p);
+                let new = Twins::of(p);
+                // A twin made again keeps its id: drop the pixels shown if its record changed.
+                if let Some(l) = &self.loaded {
+                    let seam = |t: &Twins| t.rows.iter().find(|r| r.id == l.id).map(|r| r.seam);
+                    if seam(&self.twins) != seam(&new) {
+                        self.loaded = None;
+                    }
+                }
+                self.twins = new;
             }
         }
     }
