@@ -288,8 +288,7 @@ fn a_resumed_run_continues_the_same_curve() {
     let mut other = req("halves", 14, true);
     other.groups = vec!["no-such-group".into()];
     let err = train_inpaint(&other, &TrainControl::new(), &mut |_| {})
-        .err()
-        .expect("group mismatch")
+        .expect_err("group mismatch")
         .to_string();
     assert!(err.contains("no-such-group"), "{err}");
     let m = read_metrics(&dir.path().join("halves/metrics.jsonl")).expect("metrics");
