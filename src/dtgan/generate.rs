@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use image::{GrayImage, Luma, RgbImage};
-use sha2::{Digest, Sha256};
 
 use super::config::TrainConfig;
 use super::data::{image_tensor, mask_tensor, tensor_image};
-use super::model::{checkpoint_config, parse_checkpoint, restore_vars};
+use super::model::{checkpoint_config, read_checkpoint_hashed, restore_vars};
 use super::nets::Generator;
 use super::run::RunDir;
 use crate::imaging::rect::Rect;
@@ -123,12 +122,7 @@ impl DefectGenerator {
     /// Loads the generator of a run folder (its best checkpoint) or of a checkpoint file.
     pub fn load(path: &Path, device: DeviceChoice) -> Result<Self, GenerateError> {
         let checkpoint = resolve_checkpoint(path)?;
-        let bytes = std::fs::read(&checkpoint).map_err(|source| NnError::CheckpointIo {
-            path: checkpoint.clone(),
-            source,
-        })?;
-        let checkpoint_sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let (tensors, meta) = parse_checkpoint(&checkpoint, &bytes)?;
+        let (checkpoint_sha256, (tensors, meta)) = read_checkpoint_hashed(&checkpoint)?;
         let config = checkpoint_config(&checkpoint, &meta)?;
         let device = select_device(device)?;
         let vars = VarMap::new();

@@ -11,6 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -157,6 +158,17 @@ pub fn read_checkpoint(path: &Path) -> Result<CheckpointContents, NnError> {
         source,
     })?;
     parse_checkpoint(path, &bytes)
+}
+
+/// Reads a checkpoint file once: its SHA-256 (hex) and its contents, so the hash names exactly
+/// the weights loaded even if the file is replaced meanwhile.
+pub fn read_checkpoint_hashed(path: &Path) -> Result<(String, CheckpointContents), NnError> {
+    let bytes = std::fs::read(path).map_err(|source| NnError::CheckpointIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sha = format!("{:x}", sha2::Sha256::digest(&bytes));
+    Ok((sha, parse_checkpoint(path, &bytes)?))
 }
 
 /// Decodes a checkpoint file's bytes (read once, so a hash of the same bytes names exactly these

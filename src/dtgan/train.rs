@@ -238,24 +238,7 @@ impl Trainer {
         };
         config.validate().map_err(TrainError::Config)?;
 
-        // Hold out validation pairs when there are enough to spare; evenly spread over ids.
-        let n_val = config.val_pairs.min(pairs.len() / 5);
-        let (train_pairs, val_pairs): (Vec<_>, Vec<_>) = match pairs.len().checked_div(n_val) {
-            None => {
-                let val = pairs.iter().take(config.val_pairs).cloned().collect();
-                (pairs, val)
-            }
-            Some(every) => {
-                let (v, t): (Vec<_>, Vec<_>) = pairs
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| i % every == 0 && i / every < n_val);
-                (
-                    t.into_iter().map(|(_, p)| p).collect(),
-                    v.into_iter().map(|(_, p)| p).collect(),
-                )
-            }
-        };
+        let (train_pairs, val_pairs) = hold_out(pairs, config.val_pairs);
         // Validation crops at the training crops' mean scale.
         let out = config.model.image_size;
         let (lo, hi) = config.crop_side_scale;
@@ -460,6 +443,29 @@ impl Trainer {
         );
         save_checkpoint(path, &parts)?;
         Ok(())
+    }
+}
+
+/// Splits `items` into (training, validation): up to `want` validation items, evenly spread,
+/// when a fifth of them can be spared; otherwise everything trains and the first `want` items
+/// also validate.
+pub fn hold_out<T: Clone>(items: Vec<T>, want: usize) -> (Vec<T>, Vec<T>) {
+    let n_val = want.min(items.len() / 5);
+    match items.len().checked_div(n_val) {
+        None => {
+            let val = items.iter().take(want).cloned().collect();
+            (items, val)
+        }
+        Some(every) => {
+            let (v, t): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| i % every == 0 && i / every < n_val);
+            (
+                t.into_iter().map(|(_, p)| p).collect(),
+                v.into_iter().map(|(_, p)| p).collect(),
+            )
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use super::nets::{InpaintGan, InpaintNet};
 use super::train::inpaint_config;
 use crate::dtgan::data::{image_tensor, mask_tensor, tensor_image};
 use crate::dtgan::generate::{gray_like, resolve_checkpoint};
-use crate::dtgan::model::{parse_checkpoint, restore_vars};
+use crate::dtgan::model::{read_checkpoint_hashed, restore_vars};
 use crate::imaging::boxes::{box_mask_from_mask, connected_components};
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
@@ -86,12 +86,7 @@ impl Inpainter {
     /// Loads the generator of a run folder (its best checkpoint, else the last) or a checkpoint.
     pub fn load(path: &Path, device: DeviceChoice) -> Result<Self, InpaintError> {
         let checkpoint = resolve_checkpoint(path)?;
-        let bytes = std::fs::read(&checkpoint).map_err(|source| NnError::CheckpointIo {
-            path: checkpoint.clone(),
-            source,
-        })?;
-        let checkpoint_sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let (tensors, meta) = parse_checkpoint(&checkpoint, &bytes)?;
+        let (checkpoint_sha256, (tensors, meta)) = read_checkpoint_hashed(&checkpoint)?;
         let config = inpaint_config(&checkpoint, &meta)?;
         let device = select_device(device)?;
         let vars = VarMap::new();

@@ -24,7 +24,7 @@ use crate::dtgan::model::{
 };
 use crate::dtgan::run::{RunDir, RunInfo, RunKind, TrainControl, TrainEvent, TrainOutcome};
 use crate::dtgan::train::{
-    Schedule, Session, StepLosses, TrainError, check_run_folder, derive_seed, drive,
+    Schedule, Session, StepLosses, TrainError, check_run_folder, derive_seed, drive, hold_out,
     prepare_run_files,
 };
 use crate::nn::NnError;
@@ -147,24 +147,7 @@ impl InpaintTrainer {
         config.validate().map_err(TrainError::Config)?;
         check_sizes(&images, config.model.image_size)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        // Hold out every k-th image for validation when there are enough.
-        let n_val = config.val_images.min(images.len() / 5);
-        let (train_imgs, val_imgs): (Vec<_>, Vec<_>) = match images.len().checked_div(n_val) {
-            None => (
-                images.clone(),
-                images.iter().take(config.val_images).cloned().collect(),
-            ),
-            Some(every) => {
-                let (v, t): (Vec<_>, Vec<_>) = images
-                    .into_iter()
-                    .enumerate()
-                    .partition(|(i, _)| i % every == 0 && i / every < n_val);
-                (
-                    t.into_iter().map(|(_, p)| p).collect(),
-                    v.into_iter().map(|(_, p)| p).collect(),
-                )
-            }
-        };
+        let (train_imgs, val_imgs) = hold_out(images, config.val_images);
         // Fixed validation crops and holes, drawn from their own stream.
         let mut val_sampler = ImageSampler::new(val_imgs);
         let mut vrng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, u64::MAX));
