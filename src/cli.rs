@@ -3,6 +3,7 @@
 //! `dtgan-studio` with no arguments opens the studio; each subcommand calls the same library
 //! functions as the GUI.
 
+pub mod evaluate;
 mod generate;
 mod inpaint;
 mod model;
@@ -119,6 +120,8 @@ pub enum CliCommand {
     Seams(generate::SeamsArgs),
     /// Time training steps per preset and generation per image size.
     Bench(generate::BenchArgs),
+    /// The minority-class recall experiment: five training sets, several seeds, a report folder.
+    Evaluate(Box<evaluate::EvaluateArgs>),
     /// Open the studio on a project.
     Open {
         /// The project folder.
@@ -180,6 +183,7 @@ pub fn run(command: CliCommand) -> anyhow::Result<()> {
         CliCommand::Generate(args) => generate::run_generate(&args)?,
         CliCommand::Seams(args) => generate::run_seams(&args)?,
         CliCommand::Bench(args) => generate::run_bench(&args)?,
+        CliCommand::Evaluate(args) => evaluate::run_evaluate(&args)?,
         CliCommand::Demo {
             out,
             seed,

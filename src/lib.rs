@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod demo;
 pub mod dtgan;
+pub mod eval;
 pub mod fsutil;
 pub mod imaging;
 pub mod inpaint;

@@ -15,6 +15,7 @@ use crate::dtgan::batch::BatchRequest;
 use crate::dtgan::generate::Composite;
 use crate::dtgan::run::{RunKind, StepMetrics, TrainEvent, TrainOutcome};
 use crate::dtgan::train::TrainRequest;
+use crate::eval::experiment::{EvalEvent, EvalRequest, EvalResults};
 use crate::inpaint::apply::ApplyRequest;
 use crate::inpaint::train::InpaintTrainRequest;
 use crate::project::import::ImportRequest;
@@ -56,6 +57,8 @@ pub enum JobKind {
     LoadTwin,
     /// Setting twins' review status.
     ReviewTwins,
+    /// The minority-class recall experiment.
+    Evaluate,
 }
 
 /// Pause, resume or stop the running training (obeyed between steps).
@@ -155,6 +158,14 @@ pub enum Command {
     GenerateBatch(Box<BatchRequest>),
     /// Add a generated image and its mask to the open project's synthetic set.
     SaveSynthetic(Box<SyntheticImage>),
+    /// Start the minority-class recall experiment on its own thread (one at a time, not while a
+    /// training runs); it reports [`Event::Evaluation`] and ends with
+    /// [`Event::EvaluationEnded`].
+    StartEvaluation(Box<EvalRequest>),
+    /// Stop the running evaluation (the DTGAN keeps its checkpoint; nothing is reported).
+    CancelEvaluation,
+    /// Read a report folder's `results.json`; answered with [`Event::EvaluationEnded`].
+    LoadEvaluation(PathBuf),
     /// Finish and end the thread.
     Shutdown,
 }
@@ -235,6 +246,15 @@ pub enum Event {
         millis: f64,
         /// SHA-256 of the checkpoint used.
         checkpoint_sha256: String,
+    },
+    /// News from the running evaluation (progress may be dropped when the UI is slow).
+    Evaluation(EvalEvent),
+    /// An evaluation ended, or a report folder was read.
+    EvaluationEnded {
+        /// The report folder.
+        out: PathBuf,
+        /// The results, or why there are none.
+        result: Result<Box<EvalResults>, String>,
     },
     /// A job failed; the worker lives on.
     JobFailed {

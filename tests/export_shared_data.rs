@@ -4,6 +4,10 @@
 //! The data must be present: a missing folder fails the test (CI has it) rather than passing
 //! silently.
 
+mod common;
+
+use common::data_dir;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,18 +15,6 @@ use std::time::Instant;
 use dtgan_studio::project::Project;
 use dtgan_studio::project::export::{ExportFormat, export, rle_decode};
 use dtgan_studio::project::import::{ImportRequest, Layout, import};
-
-fn data_dir() -> PathBuf {
-    let near = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let candidates = [near, PathBuf::from("/work/shared/data")];
-    candidates
-        .iter()
-        .find(|p| p.join("README.md").is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("shared data not found: looked in {candidates:?}; the export test needs it")
-        })
-}
 
 #[test]
 fn deeppcb_exports_as_coco_with_every_box() {

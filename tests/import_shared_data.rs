@@ -3,24 +3,16 @@
 //! The expected counts are the ones `shared/data/README.md` documents. The data must be present:
 //! a missing folder fails the test (CI has it) rather than passing silently.
 
+mod common;
+
+use common::data_dir;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use dtgan_studio::project::import::{ImportRequest, ImportSummary, Layout, import};
 use dtgan_studio::project::{Project, Role};
-
-fn data_dir() -> PathBuf {
-    let near = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let candidates = [near, PathBuf::from("/work/shared/data")];
-    candidates
-        .iter()
-        .find(|p| p.join("README.md").is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("shared data not found: looked in {candidates:?}; the import tests need it")
-        })
-}
 
 fn deeppcb_request() -> ImportRequest {
     ImportRequest {
@@ -158,7 +150,43 @@ fn magnetic_tile_imports_good_defects_and_masks() {
     let mut p = Project::open_or_create(dir.path().join("p")).expect("project");
     let s = run(&mut p, &tile_request());
     check_tiles(&p, &s);
-    assert!(p.manifest.images.iter().all(|e| e.group == "magnetic_tile"));
+    // Groups are the tiles of `index.csv` (README: good 46, blowhole 16, break 12, crack 8,
+    // fray 4, uneven 12 tile groups), so a split by group keeps one tile's frames together.
+    let mut per_class: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for e in &p.manifest.images {
+        let class = e.class.clone().unwrap_or_else(|| "good".into());
+        per_class.entry(class).or_default().insert(e.group.as_str());
+    }
+    let counts: BTreeMap<&str, usize> = per_class
+        .iter()
+        .map(|(c, g)| (c.as_str(), g.len()))
+        .collect();
+    let want: BTreeMap<&str, usize> = [
+        ("good", 46),
+        ("blowhole", 16),
+        ("break", 12),
+        ("crack", 8),
+        ("fray", 4),
+        ("uneven", 12),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, want);
+    // Ids stay as before (folder name, class, stem).
+    assert!(
+        p.manifest
+            .images
+            .iter()
+            .all(|e| e.id.starts_with("magnetic_tile/"))
+    );
+    // An explicit group still wins.
+    let mut q = Project::open_or_create(dir.path().join("q")).expect("project");
+    let req = ImportRequest {
+        group: Some("tiles".into()),
+        ..tile_request()
+    };
+    run(&mut q, &req);
+    assert!(q.manifest.images.iter().all(|e| e.group == "tiles"));
     Project::open(&p.root).expect("reopen");
 }
 

@@ -47,6 +47,11 @@ impl Adam {
         })
     }
 
+    /// Changes the learning rate (for a schedule).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// Applies one update from `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;

@@ -8,6 +8,7 @@ use egui_tiles::{Tile, TileId, Tiles, Tree};
 
 use super::automation::{Automation, Step};
 use super::browser::BrowserPane;
+use super::evaluation::EvaluationPane;
 use super::generation::GenerationPane;
 use super::inpaint_qa::InpaintQaPane;
 use super::painter::PainterPane;
@@ -38,6 +39,8 @@ pub enum PaneKind {
     Generation,
     /// Seam QA of inpainted twins.
     InpaintQa,
+    /// The minority-class recall experiment.
+    Evaluation,
 }
 
 impl PaneKind {
@@ -48,6 +51,7 @@ impl PaneKind {
             PaneKind::Training => "Training",
             PaneKind::Generation => "Generation",
             PaneKind::InpaintQa => "Inpaint QA",
+            PaneKind::Evaluation => "Evaluation",
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct StudioApp {
     training: TrainingPane,
     generation: GenerationPane,
     inpaint_qa: InpaintQaPane,
+    evaluation: EvaluationPane,
     project: Option<Arc<Project>>,
     selection: Selection,
     status: StatusLine,
@@ -129,6 +134,7 @@ impl StudioApp {
             training: TrainingPane::new(),
             generation: GenerationPane::new(),
             inpaint_qa: InpaintQaPane::new(),
+            evaluation: EvaluationPane::new(),
             project: None,
             selection: Selection::default(),
             status: StatusLine::default(),
@@ -261,6 +267,18 @@ impl StudioApp {
                 samples,
                 kind,
             } => self.training.on_run_loaded(run, metrics, samples, kind),
+            Event::Evaluation(ev) => self.evaluation.on_event(ev),
+            Event::EvaluationEnded { out, result } => {
+                match &result {
+                    Ok(r) => self.status.info(format!(
+                        "evaluation of {}: report in {}",
+                        r.minor,
+                        out.display()
+                    )),
+                    Err(e) => self.status.error(format!("evaluation failed: {e}")),
+                }
+                self.evaluation.on_ended(out, result);
+            }
             Event::Generated {
                 ticket,
                 image,
@@ -438,6 +456,7 @@ impl eframe::App for StudioApp {
             training,
             generation,
             inpaint_qa,
+            evaluation,
             project,
             selection,
             status,
@@ -456,6 +475,7 @@ impl eframe::App for StudioApp {
             training,
             generation,
             inpaint_qa,
+            evaluation,
             cx: &mut cx,
         };
         egui::CentralPanel::default().show(ui, |ui| tree.ui(&mut behavior, ui));
@@ -518,6 +538,7 @@ struct Behavior<'a, 'c> {
     training: &'a mut TrainingPane,
     generation: &'a mut GenerationPane,
     inpaint_qa: &'a mut InpaintQaPane,
+    evaluation: &'a mut EvaluationPane,
     cx: &'a mut PaneContext<'c>,
 }
 
@@ -538,6 +559,7 @@ impl egui_tiles::Behavior<PaneKind> for Behavior<'_, '_> {
             PaneKind::Training => self.training.ui(ui, self.cx),
             PaneKind::Generation => self.generation.ui(ui, self.cx),
             PaneKind::InpaintQa => self.inpaint_qa.ui(ui, self.cx),
+            PaneKind::Evaluation => self.evaluation.ui(ui, self.cx),
         }
         egui_tiles::UiResponse::None
     }
@@ -558,8 +580,10 @@ pub fn default_tree() -> Tree<PaneKind> {
     let training = tiles.insert_pane(PaneKind::Training);
     let generation = tiles.insert_pane(PaneKind::Generation);
     let inpaint_qa = tiles.insert_pane(PaneKind::InpaintQa);
+    let evaluation = tiles.insert_pane(PaneKind::Evaluation);
     let browser_tab = tiles.insert_tab_tile(vec![browser]);
-    let painter_tab = tiles.insert_tab_tile(vec![painter, inpaint_qa, training, generation]);
+    let painter_tab =
+        tiles.insert_tab_tile(vec![painter, inpaint_qa, training, generation, evaluation]);
     let root = tiles.insert_horizontal_tile(vec![browser_tab, painter_tab]);
     if let Some(Tile::Container(egui_tiles::Container::Linear(linear))) = tiles.get_mut(root) {
         linear.shares.set_share(browser_tab, 0.42);
@@ -576,6 +600,7 @@ fn tree_is_complete(tree: &Tree<PaneKind>) -> bool {
         PaneKind::Training,
         PaneKind::Generation,
         PaneKind::InpaintQa,
+        PaneKind::Evaluation,
     ]
     .iter()
     .all(|kind| {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod automation;
 pub mod browser;
 pub mod canvas;
+pub mod evaluation;
 pub mod generation;
 pub mod import_dialog;
 pub mod inpaint_qa;
@@ -104,6 +105,29 @@ pub struct PaneContext<'a> {
     pub commands: &'a CommandSender,
     /// The status line.
     pub status: &'a mut StatusLine,
+}
+
+/// Every defect class of the open project's real images, sorted.
+pub fn project_classes(cx: &PaneContext) -> Vec<String> {
+    let mut classes: Vec<String> = cx
+        .project
+        .map(|p| {
+            p.manifest
+                .images
+                .iter()
+                .filter(|e| e.synthetic.is_none())
+                .flat_map(|e| {
+                    e.classes()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    classes.sort();
+    classes.dedup();
+    classes
 }
 
 /// A "class" combo box over `classes`; a choice that is not among them (or none yet) becomes the

@@ -209,28 +209,6 @@ impl TrainingPane {
         }
     }
 
-    fn classes(cx: &PaneContext) -> Vec<String> {
-        let mut classes: Vec<String> = cx
-            .project
-            .map(|p| {
-                p.manifest
-                    .images
-                    .iter()
-                    .filter(|e| e.synthetic.is_none())
-                    .flat_map(|e| {
-                        e.classes()
-                            .into_iter()
-                            .map(str::to_string)
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        classes.sort();
-        classes.dedup();
-        classes
-    }
-
     fn groups(cx: &PaneContext) -> Vec<String> {
         let mut groups: Vec<String> = cx
             .project
@@ -358,7 +336,7 @@ impl TrainingPane {
                     });
                 match self.kind {
                     RunKind::Dtgan => {
-                        super::class_picker(ui, &mut self.class, &Self::classes(cx));
+                        super::class_picker(ui, &mut self.class, &super::project_classes(cx));
                     }
                     RunKind::Inpaint => {
                         let groups = Self::groups(cx);

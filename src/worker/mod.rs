@@ -282,6 +282,14 @@ impl Worker {
             Command::SaveSynthetic(s) => {
                 self.save_synthetic(&s.class, &s.image, &s.mask, s.provenance)?
             }
+            Command::StartEvaluation(req) => self.start_evaluation(*req)?,
+            Command::CancelEvaluation => self.models.cancel_evaluation(),
+            Command::LoadEvaluation(dir) => {
+                let result = crate::eval::report::read_results(&dir)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
+                self.sink.send(Event::EvaluationEnded { out: dir, result });
+            }
             Command::Shutdown => {}
         }
         Ok(())
@@ -310,6 +318,9 @@ fn job_of(cmd: &Command) -> JobKind {
         Command::Generate { .. } => JobKind::Generate,
         Command::GenerateBatch(_) => JobKind::Batch,
         Command::SaveSynthetic(_) => JobKind::SaveSynthetic,
+        Command::StartEvaluation(_) | Command::CancelEvaluation | Command::LoadEvaluation(_) => {
+            JobKind::Evaluate
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::dtgan::batch::{BatchRequest, generate_batch};
 use crate::dtgan::generate::{Composite, DefectGenerator};
 use crate::dtgan::run::{RunWatch, TrainControl, TrainEvent, TrainOutcome};
 use crate::dtgan::train::{TrainRequest, train};
+use crate::eval::experiment::{EvalRequest, evaluate};
 use crate::imaging::io::{save_mask, save_png};
 use crate::inpaint::apply::{ApplyRequest, apply_project, set_twin_status};
 use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
@@ -23,6 +24,7 @@ use crate::protocol::{Event, JobKind, TrainingControl};
 #[derive(Default)]
 pub(super) struct Models {
     training: Option<(TrainControl, JoinHandle<()>)>,
+    evaluation: Option<(TrainControl, JoinHandle<()>)>,
     generator: Option<(PathBuf, DefectGenerator)>,
     /// The run opened with LoadRun, followed live while another process may write it.
     following: Option<RunWatch>,
@@ -36,6 +38,19 @@ impl Models {
         self.training
             .as_ref()
             .is_some_and(|(_, t)| !t.is_finished())
+    }
+
+    fn evaluation_running(&self) -> bool {
+        self.evaluation
+            .as_ref()
+            .is_some_and(|(_, t)| !t.is_finished())
+    }
+
+    /// Asks the running evaluation to stop (between classifier steps).
+    pub(super) fn cancel_evaluation(&self) {
+        if let Some((control, _)) = &self.evaluation {
+            control.stop();
+        }
     }
 
     /// Passes pause / resume / stop to the running training, if any.
@@ -52,6 +67,10 @@ impl Models {
     /// Stops a running training (it saves a checkpoint) and waits for it.
     pub(super) fn shutdown(&mut self) {
         if let Some((control, thread)) = self.training.take() {
+            control.stop();
+            let _ = thread.join();
+        }
+        if let Some((control, thread)) = self.evaluation.take() {
             control.stop();
             let _ = thread.join();
         }
@@ -74,6 +93,36 @@ impl Worker {
         })
     }
 
+    /// Runs the recall experiment on its own thread, forwarding its events.
+    pub(super) fn start_evaluation(&mut self, req: EvalRequest) -> anyhow::Result<()> {
+        if self.models.evaluation_running() {
+            anyhow::bail!("an evaluation is already running; cancel it first");
+        }
+        if self.models.training_running() {
+            anyhow::bail!(
+                "a training run is going; the evaluation trains its own models, so stop it first"
+            );
+        }
+        let control = TrainControl::new();
+        let sink = self.sink.clone();
+        let thread_control = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("studio-evaluation".into())
+            .spawn(move || {
+                crate::nn::threads::lower_priority();
+                let result = evaluate(&req, &thread_control, &mut |ev| {
+                    sink.lossy(Event::Evaluation(ev));
+                });
+                sink.send(Event::EvaluationEnded {
+                    out: req.out.clone(),
+                    result: result.map(Box::new).map_err(|e| e.to_string()),
+                });
+            })
+            .context("starting the evaluation thread")?;
+        self.models.evaluation = Some((control, thread));
+        Ok(())
+    }
+
     /// Runs a training of any kind on its own thread (one at a time), forwarding its events.
     fn spawn_training<F>(&mut self, run: F) -> anyhow::Result<()>
     where
@@ -83,6 +132,9 @@ impl Worker {
     {
         if self.models.training_running() {
             anyhow::bail!("a training run is already going; stop it first");
+        }
+        if self.models.evaluation_running() {
+            anyhow::bail!("an evaluation is running; wait for it or cancel it first");
         }
         // The trainer reports its own progress; a followed folder would repeat it.
         self.models.following = None;

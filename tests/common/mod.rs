@@ -6,6 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The public data in `shared/data` (next to the project, as in CI). A missing folder fails the
+/// test rather than letting it pass silently.
+pub fn data_dir() -> PathBuf {
+    let near = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let candidates = [near, PathBuf::from("/work/shared/data")];
+    candidates
+        .iter()
+        .find(|p| p.join("README.md").is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("shared data not found: looked in {candidates:?}"))
+}
+
 /// The studio binary with `args`, its settings folder in `home`.
 pub fn studio_command(args: &[&str], home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dtgan-studio"));

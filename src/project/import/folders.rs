@@ -25,6 +25,8 @@ struct FolderJob {
     src: PathBuf,
     file_name: String,
     group: String,
+    /// The entry's group: `group`, or the image's row of the source's `index.csv`.
+    entry_group: String,
     /// None for good images.
     class: Option<String>,
     mask: Option<PathBuf>,
@@ -50,12 +52,21 @@ pub(super) fn scan(
     let masks_root = masks.map_or_else(|| req.from.join("masks"), Path::to_path_buf);
     let mut scan = Scan::default();
     let mut ids = BTreeSet::new();
+    // Without an explicit group, an `index.csv` with `image` and `tile_group` (or `group`)
+    // columns names each image's group (the magnetic-tile data groups the frames of one tile).
+    let index = if req.group.is_none() {
+        read_group_index(&req.from.join("index.csv"))
+    } else {
+        BTreeMap::new()
+    };
+    let entry_group = |rel: String| index.get(&rel).cloned().unwrap_or_else(|| group.clone());
     if good_dir.is_dir() {
         for (path, name) in image_files(&good_dir, &mut scan)? {
             let id = unique_id(&mut ids, &format!("{group}/{}", stem_of(&name)));
             scan.jobs.push(Box::new(FolderJob {
                 id,
                 src: path,
+                entry_group: entry_group(format!("good/{name}")),
                 file_name: safe_name(&name),
                 group: group.clone(),
                 class: None,
@@ -95,6 +106,7 @@ pub(super) fn scan(
                     id,
                     mask: mask_files.get(stem).cloned(),
                     src: img,
+                    entry_group: entry_group(format!("defect/{class}/{file}")),
                     file_name: safe_name(&file),
                     group: group.clone(),
                     class: Some(class.clone()),
@@ -104,6 +116,36 @@ pub(super) fn scan(
         }
     }
     Ok(scan)
+}
+
+/// `image path -> group` from an `index.csv` whose header has `image` and `tile_group` (or
+/// `group`) columns; empty when the file is absent or has no such columns.
+fn read_group_index(path: &Path) -> BTreeMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let image_col = header.iter().position(|h| *h == "image");
+    let group_col = header
+        .iter()
+        .position(|h| *h == "tile_group")
+        .or_else(|| header.iter().position(|h| *h == "group"));
+    let (Some(image_col), Some(group_col)) = (image_col, group_col) else {
+        return BTreeMap::new();
+    };
+    lines
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            let (image, group) = (cols.get(image_col)?, cols.get(group_col)?);
+            (!image.is_empty() && !group.is_empty()).then(|| (image.to_string(), safe_name(group)))
+        })
+        .collect()
 }
 
 fn folder_name(p: &Path) -> String {
@@ -211,7 +253,7 @@ impl Job for FolderJob {
             ),
         };
         let path = link_image(project, &self.src, &dir, &self.file_name)?;
-        let mut entry = ImageEntry::new(self.id.clone(), path, role, self.group.clone());
+        let mut entry = ImageEntry::new(self.id.clone(), path, role, self.entry_group.clone());
         entry.width = width;
         entry.height = height;
         entry.class = self.class.clone();

@@ -1,0 +1,171 @@
+//! `evaluate`: the minority-class recall experiment, headless.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::dtgan::Preset;
+use crate::dtgan::run::TrainControl;
+use crate::eval::experiment::{CASES, EvalConfig, EvalEvent, EvalRequest, evaluate, parse_groups};
+use crate::nn::device::DeviceChoice;
+
+/// `evaluate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// Training data: a project, or a folder in an import layout (DeepPCB, folders).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Test data: a project or import-layout folder no model has seen (may be --train's folder
+    /// with --test-groups, or with neither group list to hold out about 30 % of the groups).
+    #[arg(long)]
+    pub test: PathBuf,
+    /// The minor (rare) class.
+    #[arg(long)]
+    pub minor: String,
+    /// The report folder (results.json, report.md, plot.png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Real minor-class images the classifier may see.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Synthetic (and augmented) minor-class images [default: 40 x K].
+    #[arg(long)]
+    pub synthetic: Option<usize>,
+    /// Classifier trainings per case.
+    #[arg(long, default_value_t = 5)]
+    pub seeds: usize,
+    /// Model sizes: tiny (tests), cpu, paper.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub preset: Preset,
+    /// Stop the DTGAN's training after this many minutes (with a checkpoint).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// DTGAN steps [default: the preset's].
+    #[arg(long)]
+    pub dtgan_steps: Option<u64>,
+    /// Use this trained DTGAN (run folder or checkpoint) instead of training one.
+    #[arg(long)]
+    pub dtgan: Option<PathBuf>,
+    /// Training groups the DTGAN learns the minor class from; the classifier never sees them
+    /// (comma-separated). Without them the DTGAN learns from the K real images (few-shot).
+    #[arg(long)]
+    pub source_groups: Option<String>,
+    /// Only these groups of --train (comma-separated).
+    #[arg(long)]
+    pub train_groups: Option<String>,
+    /// Only these groups of --test (comma-separated).
+    #[arg(long)]
+    pub test_groups: Option<String>,
+    /// Master seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Print results.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvaluateArgs {
+    /// The request these arguments describe.
+    pub fn request(&self) -> EvalRequest {
+        let mut config = EvalConfig::preset(self.preset);
+        if let Some(s) = self.dtgan_steps {
+            config.dtgan.steps = s;
+        }
+        EvalRequest {
+            train: self.train.clone(),
+            test: self.test.clone(),
+            train_groups: self
+                .train_groups
+                .as_deref()
+                .map(parse_groups)
+                .unwrap_or_default(),
+            test_groups: self
+                .test_groups
+                .as_deref()
+                .map(parse_groups)
+                .unwrap_or_default(),
+            source_groups: self
+                .source_groups
+                .as_deref()
+                .map(parse_groups)
+                .unwrap_or_default(),
+            minor: self.minor.clone(),
+            k: self.k,
+            synthetic: self.synthetic,
+            seeds: self.seeds,
+            seed: self.seed,
+            config,
+            max_minutes: self.max_minutes,
+            dtgan_run: self.dtgan.clone(),
+            out: self.out.clone(),
+            device: self.device,
+        }
+    }
+}
+
+/// Runs `evaluate` with a progress bar on stderr and the table (or JSON) on stdout.
+pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let req = args.request();
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{msg:50} [{bar:25}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let control = TrainControl::new();
+    let results = evaluate(&req, &control, &mut |ev| match ev {
+        EvalEvent::Stage(s) => {
+            bar.println(&s);
+            bar.set_message(s);
+            bar.set_position(0);
+        }
+        EvalEvent::Progress { done, total } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        EvalEvent::CaseDone(r) => bar.println(format!(
+            "  case {} seed {}: recall {:.3}, precision {}, accuracy {:.3}",
+            r.case,
+            r.seed,
+            r.recall,
+            r.precision.map_or("n/a".into(), |p| format!("{p:.3}")),
+            r.accuracy
+        )),
+    })
+    .with_context(|| format!("evaluating {} into {}", args.minor, args.out.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        println!(
+            "case  training set                       minor  recall          precision       accuracy"
+        );
+        for c in &results.cases {
+            let name = CASES
+                .iter()
+                .find(|(l, _)| *l == c.case)
+                .map_or("", |(_, n)| n);
+            println!(
+                "{:<5} {:<34} {:>5}  {:<15} {:<15} {}",
+                c.case,
+                name,
+                c.minor_train,
+                c.recall.to_string(),
+                c.precision.to_string(),
+                c.accuracy
+            );
+        }
+        let q = &results.realism;
+        println!(
+            "C2ST accuracy {} (0.5 = indistinguishable); KID synthetic {}, augmented {}, other classes {}",
+            q.c2st_accuracy, q.kid_synthetic, q.kid_augmented, q.kid_other_classes
+        );
+        println!(
+            "report: {}",
+            args.out.join(crate::eval::report::REPORT).display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The defect classifier: a narrow residual network on 64x64 grey patches, on the studio's fast
+//! convolution.
+//!
+//! Layout (width `w`): a stride-2 stem (1 -> w), then three stages, each a residual block at
+//! its resolution (32, 16, 8 px), with stride-2 convolutions doubling the width between them;
+//! global average pooling gives the `4w` penultimate features, and a fully connected layer the
+//! logits. Residual branches are scaled by a learned gate that starts at 0 (so the network starts
+//! as a plain stack and needs no batch norm). Each patch is standardised (mean 0, deviation 1)
+//! first. Training: Adam with a short warm-up and cosine decay, cross-entropy, random flips and
+//! quarter turns of every patch; every random draw derives from the seed, so a seed gives the
+//! same weights bit for bit.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use image::GrayImage;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::dtgan::adam::Adam;
+use crate::dtgan::model::seeded_init;
+use crate::dtgan::train::derive_seed;
+use crate::nn::conv::{Act, Conv2dParams, conv2d_fused};
+
+/// Side of the classifier's input patches.
+pub const PATCH: u32 = 64;
+
+/// How to build and train a classifier.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassifierConfig {
+    /// Channels of the first stage (the others have 2x and 4x).
+    pub width: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Patches per step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+}
+
+impl ClassifierConfig {
+    /// Checks the fields, with a sentence saying what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width == 0 || self.epochs == 0 || self.batch_size == 0 {
+            return Err("classifier width, epochs and batch size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!(
+                "classifier learning rate must be positive, got {}",
+                self.lr
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One labelled patch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// A `PATCH` x `PATCH` grey patch.
+    pub patch: GrayImage,
+    /// Class index.
+    pub label: usize,
+}
+
+struct Conv {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+}
+
+impl Conv {
+    fn new(
+        vb: &VarBuilder,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+    ) -> candle_core::Result<Self> {
+        let vb = vb.pp(name);
+        Ok(Self {
+            w: vb.get((cout, cin, 3, 3), "weight")?,
+            b: vb.get(cout, "bias")?,
+            stride,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, act: Act) -> candle_core::Result<Tensor> {
+        let params = Conv2dParams {
+            stride: self.stride,
+            padding: 1,
+            dilation: 1,
+        };
+        conv2d_fused(x, &self.w, Some(&self.b), params, act)
+    }
+}
+
+/// `x + gate * conv(relu(conv(x)))`.
+struct Block {
+    c1: Conv,
+    c2: Conv,
+    gate: Tensor,
+}
+
+impl Block {
+    fn new(vb: &VarBuilder, name: &str, ch: usize) -> candle_core::Result<Self> {
+        let vb2 = vb.pp(name);
+        Ok(Self {
+            c1: Conv::new(&vb2, "c1", ch, ch, 1)?,
+            c2: Conv::new(&vb2, "c2", ch, ch, 1)?,
+            gate: vb2.get(1, "gate")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let r = self
+            .c2
+            .forward(&self.c1.forward(x, Act::Relu)?, Act::Identity)?;
+        x + r.broadcast_mul(&self.gate)?
+    }
+}
+
+/// A trained (or freshly initialised) classifier.
+pub struct Classifier {
+    stem: Conv,
+    stages: Vec<(Block, Option<Conv>)>,
+    fc: candle_nn::Linear,
+    classes: usize,
+    device: Device,
+    _vars: VarMap,
+}
+
+/// Normalised `(N, 1, PATCH, PATCH)` tensor of `patches`.
+fn patch_tensor<'a>(
+    patches: impl Iterator<Item = &'a GrayImage>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut data = Vec::new();
+    let mut n = 0;
+    for p in patches {
+        if p.dimensions() != (PATCH, PATCH) {
+            candle_core::bail!(
+                "classifier patches must be {PATCH}x{PATCH}, got {:?}",
+                p.dimensions()
+            );
+        }
+        // Each patch standardised to mean 0, deviation 1: lighting differs between images
+        // (and set-ups), the defect is in the pattern.
+        let raw = p.as_raw();
+        let mean = raw.iter().map(|&v| v as f32).sum::<f32>() / raw.len() as f32;
+        let var = raw.iter().map(|&v| (v as f32 - mean).powi(2)).sum::<f32>() / raw.len() as f32;
+        let scale = 1.0 / var.sqrt().max(4.0);
+        data.extend(raw.iter().map(|&v| (v as f32 - mean) * scale));
+        n += 1;
+    }
+    Tensor::from_vec(data, (n, 1, PATCH as usize, PATCH as usize), device)
+}
+
+/// One of the eight flips / quarter turns of a square patch.
+pub fn dihedral(p: &GrayImage, k: u8) -> GrayImage {
+    use image::imageops::{flip_horizontal, rotate90, rotate180, rotate270};
+    let turned = match k % 4 {
+        1 => rotate90(p),
+        2 => rotate180(p),
+        3 => rotate270(p),
+        _ => p.clone(),
+    };
+    if k >= 4 {
+        flip_horizontal(&turned)
+    } else {
+        turned
+    }
+}
+
+/// Progress of a training: (step, steps, loss of this step).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, f64) -> bool;
+
+impl Classifier {
+    /// A network for `classes` classes with weights drawn from `seed`.
+    pub fn new(
+        classes: usize,
+        width: usize,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let stem = Conv::new(&vb, "stem", 1, width, 2)?;
+        let mut stages = Vec::new();
+        let mut ch = width;
+        for s in 0..3 {
+            let block = Block::new(&vb, &format!("s{s}.block"), ch)?;
+            let down = if s < 2 {
+                let d = Conv::new(&vb, &format!("s{s}.down"), ch, ch * 2, 2)?;
+                ch *= 2;
+                Some(d)
+            } else {
+                None
+            };
+            stages.push((block, down));
+        }
+        let fc = candle_nn::linear(ch, classes, vb.pp("fc"))?;
+        seeded_init(&vars, &mut ChaCha8Rng::seed_from_u64(seed), false)?;
+        Ok(Self {
+            stem,
+            stages,
+            fc,
+            classes,
+            device: device.clone(),
+            _vars: vars,
+        })
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Size of the penultimate feature vector.
+    pub fn feature_size(&self) -> usize {
+        self.fc.weight().dims()[1]
+    }
+
+    /// Penultimate features `(N, 4w)` of a batch `(N, 1, PATCH, PATCH)`.
+    fn features_t(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = self.stem.forward(x, Act::Relu)?;
+        for (block, down) in &self.stages {
+            h = block.forward(&h)?;
+            if let Some(d) = down {
+                h = d.forward(&h, Act::Relu)?;
+            }
+        }
+        h.relu()?.mean((2, 3))
+    }
+
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc.forward(&self.features_t(x)?)
+    }
+
+    /// Trains on `train` (labels below the class count); `progress(step, steps, loss)` returns
+    /// false to stop early (the network is returned as it is then). The loss must fall: see the
+    /// tests.
+    pub fn train(
+        classes: usize,
+        train: &[Example],
+        cfg: &ClassifierConfig,
+        seed: u64,
+        device: &Device,
+        progress: Progress,
+    ) -> Result<Self, String> {
+        cfg.validate()?;
+        if train.is_empty() {
+            return Err("the classifier's training set is empty".into());
+        }
+        if let Some(bad) = train.iter().find(|e| e.label >= classes) {
+            return Err(format!(
+                "label {} is not below the class count {classes}",
+                bad.label
+            ));
+        }
+        let err = |e: candle_core::Error| e.to_string();
+        let net = Self::new(classes, cfg.width, derive_seed(seed, 0), device).map_err(err)?;
+        let mut opt = Adam::new(&net._vars, cfg.lr, 0.9, 0.999).map_err(err)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 1));
+        let per_epoch = train.len().div_ceil(cfg.batch_size);
+        let steps = per_epoch * cfg.epochs;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut step = 0;
+        for _ in 0..cfg.epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(cfg.batch_size) {
+                let patches: Vec<GrayImage> = chunk
+                    .iter()
+                    .map(|&i| dihedral(&train[i].patch, rng.random_range(0..8)))
+                    .collect();
+                let labels: Vec<u32> = chunk.iter().map(|&i| train[i].label as u32).collect();
+                // Linear warm-up over the first 5 % of the steps, then cosine decay to 0.
+                let warm = (steps / 20).max(1);
+                let lr = if step < warm {
+                    cfg.lr * (step + 1) as f64 / warm as f64
+                } else {
+                    let t = (step - warm) as f64 / (steps - warm).max(1) as f64;
+                    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+                };
+                opt.set_lr(lr);
+                let x = patch_tensor(patches.iter(), device).map_err(err)?;
+                let y = Tensor::new(labels.as_slice(), device).map_err(err)?;
+                let loss = candle_nn::loss::cross_entropy(&net.logits(&x).map_err(err)?, &y)
+                    .map_err(err)?;
+                opt.backward_step(&loss).map_err(err)?;
+                let value = loss.to_scalar::<f32>().map_err(err)? as f64;
+                if !value.is_finite() {
+                    return Err(format!(
+                        "the classifier's loss became {value} at step {step}"
+                    ));
+                }
+                step += 1;
+                if !progress(step, steps, value) {
+                    return Ok(net);
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// Runs `f` on batches of `patches`, collecting rows.
+    fn batched<T>(
+        &self,
+        patches: &[&GrayImage],
+        f: impl Fn(&Self, &Tensor) -> candle_core::Result<Vec<T>>,
+    ) -> candle_core::Result<Vec<T>> {
+        let mut out = Vec::with_capacity(patches.len());
+        for chunk in patches.chunks(64) {
+            let x = patch_tensor(chunk.iter().copied(), &self.device)?;
+            out.extend(f(self, &x)?);
+        }
+        Ok(out)
+    }
+
+    /// The predicted class of each patch.
+    pub fn predict(&self, patches: &[&GrayImage]) -> candle_core::Result<Vec<usize>> {
+        self.batched(patches, |net, x| {
+            let idx = net.logits(x)?.argmax(1)?.to_vec1::<u32>()?;
+            Ok(idx.into_iter().map(|i| i as usize).collect())
+        })
+    }
+
+    /// The penultimate features of each patch.
+    pub fn features(&self, patches: &[&GrayImage]) -> candle_core::Result<Vec<Vec<f32>>> {
+        self.batched(patches, |net, x| net.features_t(x)?.to_vec2::<f32>())
+    }
+
+    /// Mean cross-entropy on `examples` (no augmentation).
+    pub fn loss(&self, examples: &[Example]) -> candle_core::Result<f64> {
+        let patches: Vec<&GrayImage> = examples.iter().map(|e| &e.patch).collect();
+        let losses = self.batched(&patches, |net, x| {
+            let logp = candle_nn::ops::log_softmax(&net.logits(x)?, 1)?.to_vec2::<f32>()?;
+            Ok(logp)
+        })?;
+        let total: f64 = losses
+            .iter()
+            .zip(examples)
+            .map(|(row, e)| -(row[e.label] as f64))
+            .sum();
+        Ok(total / examples.len().max(1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Luma;
+
+    /// Class 0: a bright disc; class 1: a bright bar; class 2: nothing; on noise.
+    fn toy(n: usize, seed: u64) -> Vec<Example> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let label = i % 3;
+                let (cx, cy) = (
+                    rng.random_range(20..44) as f32,
+                    rng.random_range(20..44) as f32,
+                );
+                let patch = GrayImage::from_fn(PATCH, PATCH, |x, y| {
+                    let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+                    let on = match label {
+                        0 => dx * dx + dy * dy < 36.0,
+                        1 => dx.abs() < 12.0 && dy.abs() < 2.0,
+                        _ => false,
+                    };
+                    let noise = rng.random_range(0..40u8);
+                    Luma([if on { 200 + noise / 2 } else { 60 + noise }])
+                });
+                Example { patch, label }
+            })
+            .collect()
+    }
+
+    fn cfg() -> ClassifierConfig {
+        ClassifierConfig {
+            width: 4,
+            epochs: 20,
+            batch_size: 16,
+            lr: 1e-2,
+        }
+    }
+
+    #[test]
+    fn it_learns_a_toy_task_and_generalises() {
+        let train = toy(96, 1);
+        let test = toy(60, 2);
+        let device = Device::Cpu;
+        let untrained = Classifier::new(3, 4, 0, &device).expect("net");
+        let before = untrained.loss(&train).expect("loss");
+        let net =
+            Classifier::train(3, &train, &cfg(), 7, &device, &mut |_, _, _| true).expect("train");
+        let after = net.loss(&train).expect("loss");
+        assert!(after < 0.5 * before, "training loss {before} -> {after}");
+        let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
+        let predicted = net.predict(&patches).expect("predict");
+        let right = predicted
+            .iter()
+            .zip(&test)
+            .filter(|(p, e)| **p == e.label)
+            .count();
+        assert!(
+            right as f64 / test.len() as f64 > 0.8,
+            "{right} of {} right",
+            test.len()
+        );
+        let features = net.features(&patches[..3]).expect("features");
+        assert_eq!(features.len(), 3);
+        assert_eq!(features[0].len(), net.feature_size());
+        assert_eq!(net.feature_size(), 16);
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_network_and_another_seed_another() {
+        let train = toy(24, 3);
+        let device = Device::Cpu;
+        let short = ClassifierConfig { epochs: 1, ..cfg() };
+        let run = |seed| {
+            let net = Classifier::train(3, &train, &short, seed, &device, &mut |_, _, _| true)
+                .expect("train");
+            net.loss(&train).expect("loss")
+        };
+        assert_eq!(run(5).to_bits(), run(5).to_bits());
+        assert_ne!(run(5).to_bits(), run(6).to_bits());
+    }
+
+    #[test]
+    fn bad_labels_and_empty_sets_are_refused() {
+        let device = Device::Cpu;
+        let mut train = toy(3, 4);
+        assert!(Classifier::train(3, &[], &cfg(), 0, &device, &mut |_, _, _| true).is_err());
+        train[0].label = 3;
+        let e = Classifier::train(3, &train, &cfg(), 0, &device, &mut |_, _, _| true)
+            .err()
+            .expect("refused");
+        assert!(e.contains("label 3"), "{e}");
+    }
+
+    #[test]
+    fn dihedral_turns_compose() {
+        let p = GrayImage::from_fn(PATCH, PATCH, |x, y| Luma([(x * 3 + y) as u8]));
+        assert_eq!(dihedral(&dihedral(&p, 1), 3), p);
+        assert_eq!(dihedral(&dihedral(&p, 4), 4), p);
+        assert_ne!(dihedral(&p, 1), p);
+    }
+}

@@ -1,0 +1,1319 @@
+//! The minority-class recall experiment (the paper's Figure 9), built in.
+//!
+//! An N-class patch task with one minor class. The classifier's training data is the *target*
+//! part of the training set (its groups minus the source groups), in which the minor class keeps
+//! only K real patches; the test set is separate. Five training sets differ only in their
+//! minor-class patches:
+//!
+//! | case | minor-class patches |
+//! |---|---|
+//! | a | none |
+//! | b | the K real ones |
+//! | c | S synthetic ones (default 40 K) |
+//! | d | the K real + the S synthetic |
+//! | e | the K real, oversampled with classical augmentation to S |
+//!
+//! The synthetic patches come from a DTGAN trained on the minor class in the *source* groups
+//! (where it is plentiful), painting that defect at new places, with new masks (real source masks,
+//! stamped with random flips, turns and scales), into defect-free images of the target groups.
+//! Without source groups the DTGAN trains on the K real images alone (few-shot); their twins are
+//! real templates where the data has them, otherwise a classical fill of their boxes
+//! ([`super::fill`]). Each case trains and tests a classifier once per seed; the K real
+//! patches, the synthetic and the augmented ones are drawn once (from the master seed) and shared
+//! by every seed, which varies the classifier's weights, order and flips.
+//!
+//! Realism: a two-sample classifier test (C2ST) between real test patches of the minor class and
+//! synthetic ones, and a KID on the penultimate features of the case (b) classifier (trained on
+//! real data only).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use image::{GrayImage, RgbImage};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::classifier::{Classifier, ClassifierConfig, Example, PATCH};
+use super::fill::fill_boxes;
+use super::metrics::{Confusion, MeanSd, kid};
+use super::patches::{GOOD, Patch, Selection, patch_around, project_patches};
+use crate::dtgan::config::{Preset, TrainConfig};
+use crate::dtgan::generate::{Composite, DefectGenerator, mask_bbox};
+use crate::dtgan::masks::stamp_mask;
+use crate::dtgan::run::{RunDir, TrainControl};
+use crate::dtgan::train::{TrainRequest, derive_seed};
+use crate::imaging::augment::{AugmentConfig, Triple, augment_seeded};
+use crate::imaging::boxes::box_rects_from_mask;
+use crate::imaging::clahe::luma;
+use crate::imaging::io::{load_mask, load_rgb8, save_png};
+use crate::imaging::rect::Rect;
+use crate::nn::device::{DeviceChoice, select_device};
+use crate::project::import::{ImportRequest, import, link_image};
+use crate::project::{ImageEntry, Project, RelPath, Role, TwinStatus};
+
+/// The five training sets.
+pub const CASES: [(&str, &str); 5] = [
+    ("a", "no minor-class images"),
+    ("b", "K real"),
+    ("c", "synthetic only"),
+    ("d", "K real + synthetic"),
+    ("e", "K real + classical augmentation"),
+];
+
+/// Sizes of the models and trainings of an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// The preset this came from.
+    pub preset: Preset,
+    /// The defect classifier.
+    pub classifier: ClassifierConfig,
+    /// At most this many training patches per class (besides the minor class), drawn once.
+    pub max_per_class: usize,
+    /// The DTGAN's training configuration (its `steps` is the step budget).
+    pub dtgan: TrainConfig,
+}
+
+impl EvalConfig {
+    /// The configuration of a preset.
+    pub fn preset(preset: Preset) -> Self {
+        let mut dtgan = TrainConfig::preset(preset);
+        let (classifier, max_per_class) = match preset {
+            Preset::Tiny => {
+                dtgan.steps = 4;
+                dtgan.checkpoint_every = 2;
+                dtgan.sample_every = 1000;
+                (
+                    ClassifierConfig {
+                        width: 4,
+                        epochs: 1,
+                        batch_size: 16,
+                        lr: 3e-3,
+                    },
+                    20,
+                )
+            }
+            Preset::Cpu => {
+                dtgan.steps = 3000;
+                (
+                    ClassifierConfig {
+                        width: 12,
+                        epochs: 24,
+                        batch_size: 32,
+                        lr: 1e-2,
+                    },
+                    100,
+                )
+            }
+            Preset::Paper => (
+                ClassifierConfig {
+                    width: 32,
+                    epochs: 30,
+                    batch_size: 64,
+                    lr: 1e-3,
+                },
+                5000,
+            ),
+        };
+        Self {
+            preset,
+            classifier,
+            max_per_class,
+            dtgan,
+        }
+    }
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// Training data: a project, or a folder in an import layout (imported into `out/data`).
+    pub train: PathBuf,
+    /// Test data (may be the same folder with other groups).
+    pub test: PathBuf,
+    /// Only these groups of the training data (all when empty).
+    pub train_groups: Vec<String>,
+    /// Only these groups of the test data (all when empty). When `test` is `train` and neither
+    /// list is given, about 30 % of the groups are held out for testing (seeded).
+    pub test_groups: Vec<String>,
+    /// Training groups in which the minor class is plentiful: the DTGAN learns it there, and the
+    /// classifier never sees them. Empty: few-shot (the DTGAN learns from the K real images).
+    pub source_groups: Vec<String>,
+    /// The minor class.
+    pub minor: String,
+    /// Real minor-class patches the classifier may see.
+    pub k: usize,
+    /// Synthetic (and augmented) minor-class patches; default 40 K.
+    pub synthetic: Option<usize>,
+    /// Classifier trainings per case.
+    pub seeds: usize,
+    /// Master seed.
+    pub seed: u64,
+    /// Model sizes.
+    pub config: EvalConfig,
+    /// Limit of the DTGAN training, in minutes (it stops with a checkpoint).
+    pub max_minutes: Option<f64>,
+    /// A trained DTGAN run (or checkpoint) to use instead of training one.
+    pub dtgan_run: Option<PathBuf>,
+    /// The report folder.
+    pub out: PathBuf,
+    /// Where to compute.
+    pub device: DeviceChoice,
+}
+
+/// What an evaluation reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalEvent {
+    /// A stage started.
+    Stage(String),
+    /// Progress within the stage.
+    Progress {
+        /// Units done.
+        done: usize,
+        /// Units in all.
+        total: usize,
+    },
+    /// One classifier was tested.
+    CaseDone(SeedResult),
+}
+
+/// Why an evaluation failed. Each names the file, folder or setting concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A setting is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The data is missing something.
+    #[error("{0}")]
+    Data(String),
+    /// A project could not be opened or made.
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    /// An import failed.
+    #[error(transparent)]
+    Import(#[from] crate::project::import::ImportError),
+    /// Patches could not be cut.
+    #[error(transparent)]
+    Patches(#[from] super::patches::PatchError),
+    /// An image could not be read or written.
+    #[error(transparent)]
+    Image(#[from] crate::imaging::io::ImagingError),
+    /// The DTGAN could not be trained.
+    #[error("training the DTGAN: {0}")]
+    Train(#[from] crate::dtgan::train::TrainError),
+    /// The DTGAN could not generate.
+    #[error("generating with the DTGAN: {0}")]
+    Generate(#[from] crate::dtgan::generate::GenerateError),
+    /// A model failed.
+    #[error(transparent)]
+    Nn(#[from] crate::nn::NnError),
+    /// A tensor operation failed.
+    #[error("classifier: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// One classifier's test result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    /// Case letter.
+    pub case: String,
+    /// Seed index.
+    pub seed: usize,
+    /// Minor-class recall.
+    pub recall: f64,
+    /// Minor-class precision with every test class weighted equally; `None` when the classifier
+    /// never predicts the class.
+    pub precision: Option<f64>,
+    /// Accuracy with every test class weighted equally (mean per-class recall).
+    pub accuracy: f64,
+    /// Raw confusion matrix on the test set (rows: truth, columns: predicted).
+    pub confusion: Confusion,
+}
+
+/// One case over all seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Letter.
+    pub case: String,
+    /// What it trains on.
+    pub name: String,
+    /// Minor-class training patches.
+    pub minor_train: usize,
+    /// Minor-class recall.
+    pub recall: MeanSd,
+    /// Minor-class precision (over the seeds where it is defined; `n` says how many).
+    pub precision: MeanSd,
+    /// Class-balanced accuracy.
+    pub accuracy: MeanSd,
+    /// Every seed.
+    pub per_seed: Vec<SeedResult>,
+}
+
+/// Realism of the synthetic minor-class patches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Realism {
+    /// Accuracy of a classifier telling real test patches of the minor class from synthetic
+    /// ones, on a held-out half (0.5 = indistinguishable), over the seeds.
+    pub c2st_accuracy: MeanSd,
+    /// Patches per side in the C2ST (half train, half test).
+    pub c2st_patches: usize,
+    /// KID between real test patches of the minor class and the synthetic ones, on the case (b)
+    /// classifier's penultimate features, over the seeds.
+    pub kid_synthetic: MeanSd,
+    /// The same for the classically augmented patches (case e's), for comparison.
+    pub kid_augmented: MeanSd,
+    /// The same between the real test patches of the minor class and the real test patches of
+    /// the other defect classes: what "a different defect" scores.
+    pub kid_other_classes: MeanSd,
+}
+
+/// Where the data came from and how it was split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// Training data folder.
+    pub train: PathBuf,
+    /// Test data folder.
+    pub test: PathBuf,
+    /// Groups the classifier trains on.
+    pub target_groups: Vec<String>,
+    /// Groups the DTGAN learns the minor class from (empty: few-shot).
+    pub source_groups: Vec<String>,
+    /// Test groups.
+    pub test_groups: Vec<String>,
+    /// `transfer` (source groups) or `few-shot`.
+    pub mode: String,
+    /// How the DTGAN's defect-free twins were made.
+    pub twins: String,
+    /// Training patches per class (before the minor class is cut to K).
+    pub train_counts: BTreeMap<String, usize>,
+    /// Test patches per class.
+    pub test_counts: BTreeMap<String, usize>,
+    /// DTGAN training pairs.
+    pub dtgan_pairs: usize,
+}
+
+/// Seconds spent per stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Loading and cutting patches.
+    pub data_s: f64,
+    /// Training the DTGAN.
+    pub dtgan_s: f64,
+    /// Generating and augmenting.
+    pub synthesis_s: f64,
+    /// Training and testing classifiers.
+    pub classifiers_s: f64,
+    /// The realism scores.
+    pub realism_s: f64,
+    /// Everything.
+    pub total_s: f64,
+}
+
+/// Everything `results.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResults {
+    /// The minor class.
+    pub minor: String,
+    /// Every class, in label order.
+    pub classes: Vec<String>,
+    /// Real minor-class training patches.
+    pub k: usize,
+    /// Synthetic (and augmented) patches.
+    pub synthetic: usize,
+    /// Seeds per case.
+    pub seeds: usize,
+    /// Master seed.
+    pub seed: u64,
+    /// Sizes.
+    pub config: EvalConfig,
+    /// Data.
+    pub data: DataInfo,
+    /// DTGAN run used, and the steps it had trained.
+    pub dtgan_run: PathBuf,
+    /// Its steps.
+    pub dtgan_steps: u64,
+    /// The five cases.
+    pub cases: Vec<CaseResult>,
+    /// Realism.
+    pub realism: Realism,
+    /// Time.
+    pub timing: Timing,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens `dir` as a project, or imports it (import layout) into `cache` (reused when there).
+pub fn open_data(dir: &Path, cache: &Path) -> Result<Project, EvalError> {
+    if dir.join(crate::project::MANIFEST_FILE).is_file() {
+        return Ok(Project::open(dir)?);
+    }
+    let detected = crate::project::detect::detect_layout(dir).ok_or_else(|| {
+        EvalError::Data(format!(
+            "{}: neither a project (no {}) nor a folder in an import layout (good/, defect/ or \
+             pairs/ + boxes/)",
+            dir.display(),
+            crate::project::MANIFEST_FILE
+        ))
+    })?;
+    if cache.join(crate::project::MANIFEST_FILE).is_file() {
+        return Ok(Project::open(cache)?);
+    }
+    let mut project = Project::open_or_create(cache)?;
+    let req = ImportRequest {
+        layout: detected.layout,
+        from: dir.to_path_buf(),
+        masks: detected.masks,
+        group: None,
+    };
+    import(&mut project, &req, &|_, _| {})?;
+    Ok(project)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// About `fraction` of the groups, chosen with `seed`, such that every class keeps images on
+/// both sides where it has at least two groups.
+pub fn split_groups(patches: &[Patch], fraction: f64, seed: u64) -> BTreeSet<String> {
+    let mut groups: Vec<String> = patches
+        .iter()
+        .map(|p| p.group.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut total: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in patches {
+        *count
+            .entry((p.class.as_str(), p.group.as_str()))
+            .or_default() += 1;
+        *total.entry(p.class.as_str()).or_default() += 1;
+    }
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut test = BTreeSet::new();
+    for g in &groups {
+        let classes: Vec<(&str, usize)> = total
+            .keys()
+            .filter_map(|c| count.get(&(*c, g.as_str())).map(|n| (*c, *n)))
+            .collect();
+        let helps = classes
+            .iter()
+            .any(|(c, _)| (taken.get(c).copied().unwrap_or(0) as f64) < fraction * total[c] as f64);
+        let leaves_some = classes
+            .iter()
+            .all(|(c, n)| taken.get(c).copied().unwrap_or(0) + n < total[c]);
+        if helps && leaves_some {
+            for (c, n) in classes {
+                *taken.entry(c).or_default() += n;
+            }
+            test.insert(g.clone());
+        }
+    }
+    test
+}
+
+fn counts(patches: &[Patch]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in patches {
+        *m.entry(p.class.clone()).or_default() += 1;
+    }
+    m
+}
+
+fn check_cancel(control: &TrainControl) -> Result<(), EvalError> {
+    if control.is_stopped() {
+        Err(EvalError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+fn rgb_of(gray: &GrayImage) -> RgbImage {
+    image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8()
+}
+
+/// Writes a project holding the DTGAN's training pairs: the images `ids` of `src` that show
+/// `minor`, with their masks and twins (real or accepted twins; otherwise boxes filled by
+/// [`fill_boxes`], recorded as accepted). Returns how the twins were made.
+fn dtgan_project(
+    src: &Project,
+    ids: &BTreeSet<String>,
+    minor: &str,
+    dst: &Path,
+) -> Result<(usize, String), EvalError> {
+    if dst.exists() {
+        std::fs::remove_dir_all(dst).map_err(io_err(dst))?;
+    }
+    let mut project = Project::open_or_create(dst)?;
+    let by_id: BTreeMap<&str, &ImageEntry> = src
+        .manifest
+        .images
+        .iter()
+        .map(|e| (e.id.as_str(), e))
+        .collect();
+    let (mut real, mut filled, mut pairs) = (0, 0, 0);
+    let link = |project: &Project, rel: &RelPath, dir: &str| -> Result<RelPath, EvalError> {
+        let path = src.abs(rel);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image.png".into());
+        link_image(project, &path, dir, &name).map_err(|s| EvalError::Data(s.reason))
+    };
+    for id in ids {
+        let Some(e) = by_id.get(id.as_str()) else {
+            continue;
+        };
+        if e.role != Role::Defect || !e.classes().contains(minor) {
+            continue;
+        }
+        let Some(mask) = &e.mask else { continue };
+        let n = pairs;
+        let dir = format!("p{n:05}");
+        let mut entry = (*e).clone();
+        entry.path = link(&project, &e.path, &dir)?;
+        entry.mask = Some(link(&project, mask, &format!("{dir}/mask"))?);
+        entry.box_mask = None;
+        let twin_id = format!("{}~twin", e.id);
+        let usable = e.twin.as_deref().and_then(|t| by_id.get(t)).filter(|t| {
+            let reviewed = t.twin_status.is_some() || t.inpaint.is_some();
+            !reviewed || t.twin_status == Some(TwinStatus::Accepted)
+        });
+        let mut twin = match usable {
+            Some(t) => {
+                real += 1;
+                let mut twin = (*t).clone();
+                twin.path = link(&project, &t.path, &format!("{dir}/twin"))?;
+                twin
+            }
+            None => {
+                filled += 1;
+                let image = load_rgb8(&src.abs(&e.path))?;
+                let m = load_mask(&src.abs(mask))?;
+                let rects = box_rects_from_mask(&m, src.manifest.box_margin);
+                let rel = RelPath::new(format!("{dir}/twin.png"))
+                    .map_err(|err| EvalError::Data(err.to_string()))?;
+                let path = project.ensure_parent(&rel)?;
+                save_png(
+                    &path,
+                    &image::DynamicImage::ImageRgb8(fill_boxes(&image, &rects)),
+                )?;
+                let mut twin =
+                    ImageEntry::new(twin_id.clone(), rel, Role::Template, e.group.clone());
+                twin.width = e.width;
+                twin.height = e.height;
+                twin.twin_status = Some(TwinStatus::Accepted);
+                twin
+            }
+        };
+        twin.id = twin_id.clone();
+        twin.twin_of = Some(entry.id.clone());
+        twin.twin = None;
+        twin.mask = None;
+        twin.box_mask = None;
+        entry.twin = Some(twin_id);
+        project.manifest.images.push(entry);
+        project.manifest.images.push(twin);
+        pairs += 1;
+    }
+    project.save()?;
+    let how = match (real, filled) {
+        (_, 0) => "real defect-free templates".to_string(),
+        (0, _) => "the data has no defect-free twins: boxes filled by straight-line blending from their borders (no inpainting model)".to_string(),
+        (r, f) => format!("{r} real templates, {f} boxes filled by straight-line blending"),
+    };
+    Ok((pairs, how))
+}
+
+/// The minor class's defect masks in `project`, each cut to one region's box.
+fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<GrayImage>, EvalError> {
+    let mut cuts = Vec::new();
+    for e in &project.manifest.images {
+        if e.role != Role::Defect {
+            continue;
+        }
+        let Some(mask) = &e.mask else { continue };
+        let regions: Vec<Rect> = e
+            .regions
+            .iter()
+            .filter(|r| r.class == minor)
+            .map(|r| r.bbox)
+            .collect();
+        if regions.is_empty() {
+            continue;
+        }
+        let m = load_mask(&project.abs(mask))?;
+        for r in regions {
+            let r = r.clipped(m.width(), m.height());
+            if r.is_empty() {
+                continue;
+            }
+            let cut = image::imageops::crop_imm(&m, r.x, r.y, r.w, r.h).to_image();
+            if mask_bbox(&cut).is_some() {
+                cuts.push(cut);
+            }
+        }
+    }
+    Ok(cuts)
+}
+
+/// A defect-free image of the target to paint into, with places defects are found on it.
+struct Canvas {
+    path: PathBuf,
+    places: Vec<Rect>,
+}
+
+fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
+    let m = &project.manifest;
+    let by_id: BTreeMap<&str, &ImageEntry> = m.images.iter().map(|e| (e.id.as_str(), e)).collect();
+    m.images
+        .iter()
+        .filter(|e| {
+            e.synthetic.is_none()
+                && e.inpaint.is_none()
+                && matches!(e.role, Role::Good | Role::Template)
+                && target.groups.as_ref().is_none_or(|g| g.contains(&e.group))
+        })
+        .map(|e| Canvas {
+            path: project.abs(&e.path),
+            places: e
+                .twin_of
+                .as_deref()
+                .and_then(|d| by_id.get(d))
+                .map(|d| d.regions.iter().map(|r| r.bbox).collect())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Paints synthetic defect `i` and cuts its patch.
+fn synthesize(
+    generator: &DefectGenerator,
+    canvas: &Canvas,
+    cuts: &[GrayImage],
+    seed: u64,
+) -> Result<Option<GrayImage>, EvalError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let image = load_rgb8(&canvas.path)?;
+    let (w, h) = image.dimensions();
+    let Some(cut) = cuts.choose(&mut rng) else {
+        return Ok(None);
+    };
+    let long = cut.width().max(cut.height());
+    let side = (long * 2 + 16).max(128).div_ceil(4) * 4;
+    let side = side.min(w.min(h) / 4 * 4);
+    if side < 8 {
+        return Ok(None);
+    }
+    let (cx, cy) = match canvas.places.choose(&mut rng) {
+        Some(r) => (
+            (r.x + r.w / 2) as i64 + rng.random_range(-8..=8),
+            (r.y + r.h / 2) as i64 + rng.random_range(-8..=8),
+        ),
+        None => (rng.random_range(0..w) as i64, rng.random_range(0..h) as i64),
+    };
+    let x = (cx - side as i64 / 2).clamp(0, (w - side) as i64) as u32;
+    let y = (cy - side as i64 / 2).clamp(0, (h - side) as i64) as u32;
+    let window = image::imageops::crop_imm(&image, x, y, side, side).to_image();
+    // The defect goes in the window's central half where it fits, anywhere in it otherwise.
+    let half = side / 2;
+    let mut mask = None;
+    for _ in 0..8 {
+        if let Some(m) = stamp_mask(cut, half, half, (0.8, 1.25), &mut rng) {
+            let mut full = GrayImage::new(side, side);
+            image::imageops::overlay(&mut full, &m, (side / 4) as i64, (side / 4) as i64);
+            mask = Some(full);
+            break;
+        }
+    }
+    if mask.is_none() {
+        mask = stamp_mask(cut, side, side, (0.5, 1.0), &mut rng);
+    }
+    let Some(mask) = mask else { return Ok(None) };
+    let Some(bbox) = mask_bbox(&mask) else {
+        return Ok(None);
+    };
+    let out = generator.generate(&window, &mask, Composite::default())?;
+    Ok(Some(patch_around(&luma(&out), bbox)))
+}
+
+/// `count` classical augmentations of `real` (cycled): random resized crop keeping the centre,
+/// rotation, flips, CLAHE, brightness and contrast.
+pub fn augment_patches(
+    real: &[GrayImage],
+    count: usize,
+    seed: u64,
+) -> Result<Vec<GrayImage>, EvalError> {
+    if real.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = AugmentConfig {
+        out_size: PATCH,
+        crop_scale: (0.6, 1.0),
+        ..AugmentConfig::default()
+    };
+    let centre = Rect::new(PATCH / 4, PATCH / 4, PATCH / 2, PATCH / 2);
+    (0..count)
+        .map(|i| {
+            let p = rgb_of(&real[i % real.len()]);
+            let triple = Triple {
+                twin: p.clone(),
+                defect: p,
+                mask: GrayImage::new(PATCH, PATCH),
+            };
+            augment_seeded(&triple, &cfg, Some(centre), derive_seed(seed, i as u64))
+                .map(|t| luma(&t.defect))
+                .map_err(|e| EvalError::Data(format!("augmentation: {e}")))
+        })
+        .collect()
+}
+
+fn save_patches(dir: &Path, patches: &[GrayImage]) -> Result<(), EvalError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for (i, p) in patches.iter().enumerate() {
+        save_png(
+            &dir.join(format!("{i:05}.png")),
+            &image::DynamicImage::ImageLuma8(p.clone()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the whole experiment and writes `results.json`, `report.md` and `plot.png` into
+/// `req.out` (plus the DTGAN run, the synthetic and augmented patches).
+pub fn evaluate(
+    req: &EvalRequest,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalResults, EvalError> {
+    let start = Instant::now();
+    let mut timing = Timing::default();
+    req.config
+        .classifier
+        .validate()
+        .map_err(EvalError::Config)?;
+    if req.k == 0 {
+        return Err(EvalError::Config("--k must be at least 1".into()));
+    }
+    if req.seeds == 0 {
+        return Err(EvalError::Config("--seeds must be at least 1".into()));
+    }
+    let synthetic = req.synthetic.unwrap_or(40 * req.k);
+    if synthetic == 0 {
+        return Err(EvalError::Config("--synthetic must be at least 1".into()));
+    }
+    std::fs::create_dir_all(&req.out).map_err(io_err(&req.out))?;
+    let device = select_device(req.device)?;
+
+    // --- Data.
+    on_event(EvalEvent::Stage("loading and cutting patches".into()));
+    let train_project = open_data(&req.train, &req.out.join("data").join("train"))?;
+    let same = same_dir(&req.train, &req.test);
+    let test_project = if same {
+        None
+    } else {
+        Some(open_data(&req.test, &req.out.join("data").join("test"))?)
+    };
+    let set = |v: &[String]| -> Option<BTreeSet<String>> {
+        (!v.is_empty()).then(|| v.iter().cloned().collect())
+    };
+    let all_train = project_patches(
+        &train_project,
+        &Selection {
+            groups: set(&req.train_groups),
+        },
+        derive_seed(req.seed, 10),
+    )?;
+    let source: BTreeSet<String> = req.source_groups.iter().cloned().collect();
+    let (train_patches, test_patches, test_groups) = match &test_project {
+        Some(tp) => {
+            let test = project_patches(
+                tp,
+                &Selection {
+                    groups: set(&req.test_groups),
+                },
+                derive_seed(req.seed, 11),
+            )?;
+            (all_train, test, req.test_groups.clone())
+        }
+        None => {
+            let test_groups: BTreeSet<String> = match set(&req.test_groups) {
+                Some(g) => g,
+                None if req.train_groups.is_empty() => {
+                    let candidates: Vec<Patch> = all_train
+                        .iter()
+                        .filter(|p| !source.contains(&p.group))
+                        .cloned()
+                        .collect();
+                    split_groups(&candidates, 0.3, derive_seed(req.seed, 12))
+                }
+                None => {
+                    return Err(EvalError::Config(
+                        "--train and --test are the same folder: give --test-groups too".into(),
+                    ));
+                }
+            };
+            if let Some(g) = test_groups
+                .iter()
+                .find(|g| source.contains(*g) || req.train_groups.contains(g))
+            {
+                return Err(EvalError::Config(format!(
+                    "group {g} is both a test group and a training or source group"
+                )));
+            }
+            // Test patches are cut with their own seed, like a separate test folder's.
+            let test = project_patches(
+                &train_project,
+                &Selection {
+                    groups: Some(test_groups.clone()),
+                },
+                derive_seed(req.seed, 11),
+            )?;
+            let train: Vec<Patch> = all_train
+                .into_iter()
+                .filter(|p| !test_groups.contains(&p.group))
+                .collect();
+            (train, test, test_groups.into_iter().collect())
+        }
+    };
+    let (target, source_patches): (Vec<Patch>, Vec<Patch>) = train_patches
+        .into_iter()
+        .partition(|p| !source.contains(&p.group));
+    if let Some(g) = source
+        .iter()
+        .find(|g| !source_patches.iter().any(|p| &p.group == *g))
+    {
+        return Err(EvalError::Config(format!(
+            "source group {g} has no images in {}",
+            req.train.display()
+        )));
+    }
+    let mut classes: Vec<String> = target
+        .iter()
+        .map(|p| p.class.clone())
+        .chain(std::iter::once(req.minor.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // `good` first, then the defect classes by name.
+    if let Some(i) = classes.iter().position(|c| c == GOOD) {
+        let g = classes.remove(i);
+        classes.insert(0, g);
+    }
+    if !target
+        .iter()
+        .chain(&source_patches)
+        .any(|p| p.class == req.minor)
+    {
+        let known: Vec<&String> = classes.iter().filter(|c| **c != req.minor).collect();
+        return Err(EvalError::Data(format!(
+            "class {} is not in the training data {} (its classes: {})",
+            req.minor,
+            req.train.display(),
+            known
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let label_of: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let minor_label = label_of[req.minor.as_str()];
+    let real_minor: Vec<&Patch> = target.iter().filter(|p| p.class == req.minor).collect();
+    if real_minor.len() < req.k {
+        return Err(EvalError::Data(format!(
+            "the training data has {} patches of {} in its target groups; --k {} asks for more",
+            real_minor.len(),
+            req.minor,
+            req.k
+        )));
+    }
+    let test_minor = test_patches.iter().filter(|p| p.class == req.minor).count();
+    if test_minor == 0 {
+        return Err(EvalError::Data(format!(
+            "the test data ({}) has no {} patch",
+            req.test.display(),
+            req.minor
+        )));
+    }
+    if classes.len() < 2 {
+        return Err(EvalError::Data(
+            "the task needs at least two classes".into(),
+        ));
+    }
+    let mut pick_rng = ChaCha8Rng::seed_from_u64(derive_seed(req.seed, 13));
+    let k_real: Vec<Patch> = real_minor
+        .choose_multiple(&mut pick_rng, req.k)
+        .map(|p| (*p).clone())
+        .collect();
+    // Majority classes, capped per class.
+    let mut majority: Vec<Example> = Vec::new();
+    for c in classes.iter().filter(|c| **c != req.minor) {
+        let mut of: Vec<&Patch> = target.iter().filter(|p| &p.class == c).collect();
+        of.shuffle(&mut pick_rng);
+        majority.extend(
+            of.into_iter()
+                .take(req.config.max_per_class)
+                .map(|p| Example {
+                    patch: p.pixels.clone(),
+                    label: label_of[c.as_str()],
+                }),
+        );
+    }
+    let test: Vec<(&GrayImage, usize)> = test_patches
+        .iter()
+        .filter_map(|p| label_of.get(p.class.as_str()).map(|l| (&p.pixels, *l)))
+        .collect();
+    let mut target_groups: Vec<String> = target
+        .iter()
+        .map(|p| p.group.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    target_groups.sort();
+    timing.data_s = start.elapsed().as_secs_f64();
+    check_cancel(control)?;
+
+    // --- DTGAN.
+    let t0 = Instant::now();
+    let ids: BTreeSet<String> = if source.is_empty() {
+        k_real.iter().map(|p| p.image.clone()).collect()
+    } else {
+        source_patches
+            .iter()
+            .filter(|p| p.class == req.minor)
+            .map(|p| p.image.clone())
+            .collect()
+    };
+    let dtgan_data = req.out.join("work").join("dtgan-data");
+    let (dtgan_pairs, twins) = dtgan_project(&train_project, &ids, &req.minor, &dtgan_data)?;
+    if dtgan_pairs == 0 {
+        return Err(EvalError::Data(format!(
+            "no {} image with a pixel mask to train the DTGAN on",
+            req.minor
+        )));
+    }
+    let dtgan_project = Project::open(&dtgan_data)?;
+    let run = match &req.dtgan_run {
+        Some(r) => r.clone(),
+        None => {
+            let run = req.out.join("dtgan");
+            let mut config = req.config.dtgan.clone();
+            config.seed = req.seed;
+            config.val_pairs = config.val_pairs.min(dtgan_pairs / 5);
+            let resume = RunDir::new(&run).last().exists();
+            on_event(EvalEvent::Stage(format!(
+                "training the DTGAN on {dtgan_pairs} {} pairs{}",
+                req.minor,
+                if resume { " (resuming)" } else { "" }
+            )));
+            let treq = TrainRequest {
+                project: dtgan_data.clone(),
+                class: req.minor.clone(),
+                run: run.clone(),
+                config,
+                resume,
+                max_minutes: req.max_minutes,
+                device: req.device,
+            };
+            let steps = treq.config.steps as usize;
+            crate::dtgan::train::train(&treq, control, &mut |e| {
+                if let crate::dtgan::run::TrainEvent::Metrics(m) = e {
+                    on_event(EvalEvent::Progress {
+                        done: m.step as usize,
+                        total: steps,
+                    });
+                }
+            })?;
+            check_cancel(control)?;
+            run
+        }
+    };
+    timing.dtgan_s = t0.elapsed().as_secs_f64();
+
+    // --- Synthesis.
+    let t0 = Instant::now();
+    on_event(EvalEvent::Stage(format!(
+        "painting {synthetic} synthetic {} defects",
+        req.minor
+    )));
+    let generator = DefectGenerator::load(&run, req.device)?;
+    let dtgan_steps = crate::dtgan::model::read_checkpoint(&generator.checkpoint)
+        .ok()
+        .and_then(|(_, meta)| meta.get("state").cloned())
+        .and_then(|s| serde_json::from_str::<crate::dtgan::model::TrainState>(&s).ok())
+        .map_or(0, |s| s.step);
+    let cuts = minor_mask_cuts(&dtgan_project, &req.minor)?;
+    let target_sel = Selection {
+        groups: Some(target_groups.iter().cloned().collect()),
+    };
+    let pool = canvases(&train_project, &target_sel);
+    if pool.is_empty() {
+        return Err(EvalError::Data(
+            "the target groups have no defect-free image (good image or template) to paint into"
+                .into(),
+        ));
+    }
+    let mut synth = Vec::with_capacity(synthetic);
+    let mut attempt = 0u64;
+    while synth.len() < synthetic {
+        check_cancel(control)?;
+        if attempt as usize > synthetic * 4 + 16 {
+            return Err(EvalError::Data(format!(
+                "only {} of {synthetic} synthetic defects fit into the target images",
+                synth.len()
+            )));
+        }
+        let canvas = &pool[(derive_seed(req.seed ^ 0x5EED, attempt) % pool.len() as u64) as usize];
+        if let Some(p) = synthesize(
+            &generator,
+            canvas,
+            &cuts,
+            derive_seed(req.seed, 1_000_000 + attempt),
+        )? {
+            synth.push(p);
+            on_event(EvalEvent::Progress {
+                done: synth.len(),
+                total: synthetic,
+            });
+        }
+        attempt += 1;
+    }
+    drop(generator);
+    let k_pixels: Vec<GrayImage> = k_real.iter().map(|p| p.pixels.clone()).collect();
+    let augmented = augment_patches(&k_pixels, synthetic, derive_seed(req.seed, 14))?;
+    save_patches(&req.out.join("patches").join("synthetic"), &synth)?;
+    save_patches(&req.out.join("patches").join("augmented"), &augmented)?;
+    save_patches(&req.out.join("patches").join("real-k"), &k_pixels)?;
+    timing.synthesis_s = t0.elapsed().as_secs_f64();
+
+    // --- Classifiers.
+    let t0 = Instant::now();
+    let as_minor = |ps: &[GrayImage]| -> Vec<Example> {
+        ps.iter()
+            .map(|p| Example {
+                patch: p.clone(),
+                label: minor_label,
+            })
+            .collect()
+    };
+    let minor_sets: Vec<Vec<Example>> = vec![
+        Vec::new(),
+        as_minor(&k_pixels),
+        as_minor(&synth),
+        [as_minor(&k_pixels), as_minor(&synth)].concat(),
+        as_minor(&augmented),
+    ];
+    let test_pixels: Vec<&GrayImage> = test.iter().map(|(p, _)| *p).collect();
+    let test_labels: Vec<usize> = test.iter().map(|(_, l)| *l).collect();
+    let total_runs = CASES.len() * req.seeds;
+    let mut results: Vec<Vec<SeedResult>> = vec![Vec::new(); CASES.len()];
+    let mut judges: Vec<Classifier> = Vec::new();
+    for seed in 0..req.seeds {
+        for (ci, (letter, name)) in CASES.iter().enumerate() {
+            check_cancel(control)?;
+            on_event(EvalEvent::Stage(format!(
+                "case {letter} ({name}), seed {}/{}",
+                seed + 1,
+                req.seeds
+            )));
+            let train_set: Vec<Example> = majority
+                .iter()
+                .cloned()
+                .chain(minor_sets[ci].iter().cloned())
+                .collect();
+            let mut cancelled = false;
+            let net = Classifier::train(
+                classes.len(),
+                &train_set,
+                &req.config.classifier,
+                derive_seed(req.seed, 100 + seed as u64),
+                &device,
+                &mut |step, steps, _| {
+                    on_event(EvalEvent::Progress {
+                        done: step,
+                        total: steps,
+                    });
+                    cancelled = control.is_stopped();
+                    !cancelled
+                },
+            )
+            .map_err(EvalError::Config)?;
+            if cancelled {
+                return Err(EvalError::Cancelled);
+            }
+            let predicted = net.predict(&test_pixels)?;
+            let confusion = Confusion::from_pairs(classes.len(), &test_labels, &predicted);
+            let r = SeedResult {
+                case: letter.to_string(),
+                seed,
+                recall: confusion.recall(minor_label).unwrap_or(0.0),
+                precision: confusion.balanced_precision(minor_label),
+                accuracy: confusion.balanced_accuracy(),
+                confusion,
+            };
+            on_event(EvalEvent::CaseDone(r.clone()));
+            results[ci].push(r);
+            if *letter == "b" {
+                judges.push(net);
+            }
+            let _ = total_runs;
+        }
+    }
+    let cases: Vec<CaseResult> = CASES
+        .iter()
+        .zip(results)
+        .zip(&minor_sets)
+        .map(|(((letter, name), per_seed), set)| CaseResult {
+            case: letter.to_string(),
+            name: name.to_string(),
+            minor_train: set.len(),
+            recall: MeanSd::of(&per_seed.iter().map(|r| r.recall).collect::<Vec<_>>()),
+            precision: MeanSd::of(
+                &per_seed
+                    .iter()
+                    .filter_map(|r| r.precision)
+                    .collect::<Vec<_>>(),
+            ),
+            accuracy: MeanSd::of(&per_seed.iter().map(|r| r.accuracy).collect::<Vec<_>>()),
+            per_seed,
+        })
+        .collect();
+    timing.classifiers_s = t0.elapsed().as_secs_f64();
+
+    // --- Realism.
+    let t0 = Instant::now();
+    on_event(EvalEvent::Stage("realism: C2ST and KID".into()));
+    let real_test_minor: Vec<&GrayImage> = test_patches
+        .iter()
+        .filter(|p| p.class == req.minor)
+        .map(|p| &p.pixels)
+        .collect();
+    let other_defects: Vec<&GrayImage> = test_patches
+        .iter()
+        .filter(|p| p.class != req.minor && p.class != GOOD)
+        .map(|p| &p.pixels)
+        .collect();
+    let realism = realism(
+        &real_test_minor,
+        &synth,
+        &augmented,
+        &other_defects,
+        &judges,
+        req,
+        &device,
+        control,
+    )?;
+    timing.realism_s = t0.elapsed().as_secs_f64();
+    timing.total_s = start.elapsed().as_secs_f64();
+
+    let results = EvalResults {
+        minor: req.minor.clone(),
+        classes,
+        k: req.k,
+        synthetic,
+        seeds: req.seeds,
+        seed: req.seed,
+        config: req.config.clone(),
+        data: DataInfo {
+            train: req.train.clone(),
+            test: req.test.clone(),
+            target_groups,
+            source_groups: req.source_groups.clone(),
+            test_groups,
+            mode: if source.is_empty() {
+                "few-shot".into()
+            } else {
+                "transfer".into()
+            },
+            twins,
+            train_counts: counts(&target),
+            test_counts: counts(&test_patches),
+            dtgan_pairs,
+        },
+        dtgan_run: run,
+        dtgan_steps,
+        cases,
+        realism,
+        timing,
+    };
+    super::report::write_report(&req.out, &results)?;
+    Ok(results)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn realism(
+    real: &[&GrayImage],
+    synth: &[GrayImage],
+    augmented: &[GrayImage],
+    other: &[&GrayImage],
+    judges: &[Classifier],
+    req: &EvalRequest,
+    device: &Device,
+    control: &TrainControl,
+) -> Result<Realism, EvalError> {
+    let n = real.len().min(synth.len()).min(300);
+    let mut accs = Vec::new();
+    if n >= 4 {
+        for seed in 0..req.seeds {
+            check_cancel(control)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(req.seed, 200 + seed as u64));
+            let mut r: Vec<&GrayImage> = real.to_vec();
+            r.shuffle(&mut rng);
+            let mut s: Vec<&GrayImage> = synth.iter().collect();
+            s.shuffle(&mut rng);
+            let half = n / 2;
+            let train: Vec<Example> = r[..half]
+                .iter()
+                .map(|p| Example {
+                    patch: (*p).clone(),
+                    label: 0,
+                })
+                .chain(s[..half].iter().map(|p| Example {
+                    patch: (*p).clone(),
+                    label: 1,
+                }))
+                .collect();
+            let net = Classifier::train(
+                2,
+                &train,
+                &req.config.classifier,
+                derive_seed(req.seed, 300 + seed as u64),
+                device,
+                &mut |_, _, _| !control.is_stopped(),
+            )
+            .map_err(EvalError::Config)?;
+            check_cancel(control)?;
+            let test: Vec<&GrayImage> = r[half..n]
+                .iter()
+                .copied()
+                .chain(s[half..n].iter().copied())
+                .collect();
+            let labels: Vec<usize> = std::iter::repeat_n(0, n - half)
+                .chain(std::iter::repeat_n(1, n - half))
+                .collect();
+            let predicted = net.predict(&test)?;
+            accs.push(Confusion::from_pairs(2, &labels, &predicted).balanced_accuracy());
+        }
+    }
+    fn cap(v: Vec<&GrayImage>) -> Vec<&GrayImage> {
+        v.into_iter().take(300).collect()
+    }
+    let synth_refs = cap(synth.iter().collect());
+    let aug_refs = cap(augmented.iter().collect());
+    let real_refs = cap(real.to_vec());
+    let other_refs = cap(other.to_vec());
+    let (mut ks, mut ka, mut ko) = (Vec::new(), Vec::new(), Vec::new());
+    for judge in judges {
+        let fr = judge.features(&real_refs)?;
+        if let Some(v) = kid(&fr, &judge.features(&synth_refs)?) {
+            ks.push(v);
+        }
+        if let Some(v) = kid(&fr, &judge.features(&aug_refs)?) {
+            ka.push(v);
+        }
+        if let Some(v) = kid(&fr, &judge.features(&other_refs)?) {
+            ko.push(v);
+        }
+    }
+    Ok(Realism {
+        c2st_accuracy: MeanSd::of(&accs),
+        c2st_patches: n,
+        kid_synthetic: MeanSd::of(&ks),
+        kid_augmented: MeanSd::of(&ka),
+        kid_other_classes: MeanSd::of(&ko),
+    })
+}
+
+/// Parses a comma-separated group list.
+pub fn parse_groups(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Luma;
+
+    fn patch(class: &str, group: &str) -> Patch {
+        Patch {
+            pixels: GrayImage::new(PATCH, PATCH),
+            class: class.into(),
+            group: group.into(),
+            image: format!("{group}/{class}"),
+            bbox: Rect::new(0, 0, 8, 8),
+        }
+    }
+
+    #[test]
+    fn held_out_groups_take_about_the_share_and_leave_every_class_some_training_groups() {
+        let mut patches = Vec::new();
+        for g in 0..10 {
+            for _ in 0..10 {
+                patches.push(patch("a", &format!("a{g}")));
+            }
+        }
+        for g in 0..3 {
+            for _ in 0..5 {
+                patches.push(patch("b", &format!("b{g}")));
+            }
+        }
+        // One class in one group only: it cannot be held out.
+        patches.push(patch("c", "c0"));
+        let test = split_groups(&patches, 0.3, 1);
+        let held = |c: &str| test.iter().filter(|g| g.starts_with(c)).count();
+        assert!((3..=4).contains(&held("a")), "{test:?}");
+        assert_eq!(held("b"), 1, "{test:?}");
+        assert_eq!(held("c"), 0, "{test:?}");
+        assert_eq!(split_groups(&patches, 0.3, 1), test, "seeded");
+    }
+
+    #[test]
+    fn augmentation_is_seeded_and_changes_the_patches() {
+        let real: Vec<GrayImage> = (0..2)
+            .map(|k| {
+                GrayImage::from_fn(PATCH, PATCH, |x, y| {
+                    Luma([((x * 3 + y * (k + 1)) % 256) as u8])
+                })
+            })
+            .collect();
+        let a = augment_patches(&real, 6, 9).expect("augment");
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, augment_patches(&real, 6, 9).expect("augment"));
+        assert_ne!(a, augment_patches(&real, 6, 10).expect("augment"));
+        assert!(a.iter().all(|p| p.dimensions() == (PATCH, PATCH)));
+        assert!(a.iter().zip(real.iter().cycle()).any(|(p, r)| p != r));
+    }
+}

@@ -1,0 +1,237 @@
+//! The report folder: `results.json` (everything, machine-readable), `report.md` (the tables)
+//! and `plot.png` (the bar chart). Each file is written atomically.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::experiment::{EvalError, EvalResults};
+use super::metrics::MeanSd;
+
+/// File names in the report folder.
+pub const RESULTS: &str = "results.json";
+/// The Markdown report.
+pub const REPORT: &str = "report.md";
+/// The chart.
+pub const PLOT: &str = "plot.png";
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the three files into `dir`.
+pub fn write_report(dir: &Path, r: &EvalResults) -> Result<(), EvalError> {
+    let json = serde_json::to_vec_pretty(r).map_err(|e| EvalError::Data(e.to_string()))?;
+    write(&dir.join(RESULTS), &json)?;
+    write(&dir.join(REPORT), markdown(r).as_bytes())?;
+    let png =
+        crate::imaging::io::encode_png(&image::DynamicImage::ImageRgb8(super::plot::render(r)))
+            .map_err(|e| EvalError::Data(format!("{}: {e}", dir.join(PLOT).display())))?;
+    write(&dir.join(PLOT), &png)
+}
+
+/// Reads a report folder's `results.json`.
+pub fn read_results(dir: &Path) -> Result<EvalResults, EvalError> {
+    let path = dir.join(RESULTS);
+    let text = std::fs::read_to_string(&path).map_err(|source| EvalError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| EvalError::Data(format!("{}: {e}", path.display())))
+}
+
+fn cell(s: &MeanSd) -> String {
+    if s.mean.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{:.3} ± {:.3}", s.mean, s.sd)
+    }
+}
+
+fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The Markdown report.
+pub fn markdown(r: &EvalResults) -> String {
+    let mut s = String::new();
+    let d = &r.data;
+    let _ = writeln!(s, "# Minority-class recall: {}\n", r.minor);
+    let _ = writeln!(
+        s,
+        "A {}-class patch classifier ({}) trained five ways, {} seeds each, and tested on `{}`{}.\n",
+        r.classes.len(),
+        r.classes.join(", "),
+        r.seeds,
+        d.test.display(),
+        if d.test_groups.is_empty() {
+            String::new()
+        } else {
+            format!(" (groups {})", groups(&d.test_groups))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| case | training set | minor-class patches | recall | precision | accuracy |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for c in &r.cases {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            c.case,
+            c.name,
+            c.minor_train,
+            cell(&c.recall),
+            if c.precision.n < c.per_seed.len() && c.precision.n > 0 {
+                format!(
+                    "{} ({} of {} seeds)",
+                    cell(&c.precision),
+                    c.precision.n,
+                    c.per_seed.len()
+                )
+            } else {
+                cell(&c.precision)
+            },
+            cell(&c.accuracy)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nMean ± sample standard deviation over the seeds. Recall and precision are the minor \
+         class's; precision and accuracy weight every test class equally (each confusion-matrix \
+         row scaled to the same total), so they do not depend on the test set's class sizes. \
+         \"n/a\": the classifier never predicted the class.\n"
+    );
+    let _ = writeln!(s, "![recall and precision per case]({})\n", PLOT);
+    let q = &r.realism;
+    let _ = writeln!(s, "## Realism of the synthetic {} patches\n", r.minor);
+    let _ = writeln!(s, "| score | value |");
+    let _ = writeln!(s, "|---|---|");
+    let _ = writeln!(
+        s,
+        "| C2ST accuracy (real test vs synthetic, {} + {} held out; 0.5 = indistinguishable) | {} |",
+        q.c2st_patches - q.c2st_patches / 2,
+        q.c2st_patches - q.c2st_patches / 2,
+        cell(&q.c2st_accuracy)
+    );
+    let _ = writeln!(
+        s,
+        "| KID, real test vs synthetic | {} |",
+        kid_cell(&q.kid_synthetic)
+    );
+    let _ = writeln!(
+        s,
+        "| KID, real test vs classical augmentation of the K real | {} |",
+        kid_cell(&q.kid_augmented)
+    );
+    let _ = writeln!(
+        s,
+        "| KID, real test vs other defect classes (a different defect) | {} |",
+        kid_cell(&q.kid_other_classes)
+    );
+    let _ = writeln!(
+        s,
+        "\nKID is computed on the penultimate features of the case (b) classifier (trained on \
+         real images only), not on Inception features: no pretrained network is available \
+         offline. Lower is closer; values are comparable only within this table.\n"
+    );
+    let _ = writeln!(s, "## Setup\n");
+    let _ = writeln!(
+        s,
+        "- Mode: **{}**. {}",
+        d.mode,
+        if d.mode == "few-shot" {
+            format!(
+                "The data has no source groups, so the DTGAN learned {} from the K = {} real images alone.",
+                r.minor, r.k
+            )
+        } else {
+            format!(
+                "The DTGAN learned {} in groups {} and painted it into defect-free images of the target groups {}.",
+                r.minor,
+                groups(&d.source_groups),
+                groups(&d.target_groups)
+            )
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- DTGAN: {} training pairs; twins: {}; {} steps (`{}`).",
+        d.dtgan_pairs,
+        d.twins,
+        r.dtgan_steps,
+        r.dtgan_run.display()
+    );
+    let _ = writeln!(
+        s,
+        "- Classifier groups: {}; test groups: {}.",
+        groups(&d.target_groups),
+        if d.test_groups.is_empty() {
+            "all of the test data".to_string()
+        } else {
+            groups(&d.test_groups)
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- Training patches per class (before the minor class is cut to K = {}; other classes capped at {}): {}.",
+        r.k,
+        r.config.max_per_class,
+        counts(&d.train_counts)
+    );
+    let _ = writeln!(s, "- Test patches per class: {}.", counts(&d.test_counts));
+    let _ = writeln!(
+        s,
+        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed.",
+        r.synthetic, r.seed
+    );
+    let c = &r.config.classifier;
+    let _ = writeln!(
+        s,
+        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}; preset `{}`.",
+        c.width,
+        c.epochs,
+        c.batch_size,
+        c.lr,
+        r.config.preset.name()
+    );
+    let t = &r.timing;
+    let _ = writeln!(
+        s,
+        "- Time: {:.1} min in all (data {:.0} s, DTGAN {:.1} min, synthesis {:.0} s, classifiers {:.1} min, realism {:.0} s).",
+        t.total_s / 60.0,
+        t.data_s,
+        t.dtgan_s / 60.0,
+        t.synthesis_s,
+        t.classifiers_s / 60.0,
+        t.realism_s
+    );
+    let _ = writeln!(
+        s,
+        "- Patches: `patches/synthetic/`, `patches/augmented/`, `patches/real-k/`."
+    );
+    s
+}
+
+/// A group list, shortened to its first few names and a count when long.
+fn groups(g: &[String]) -> String {
+    if g.len() <= 8 {
+        g.join(", ")
+    } else {
+        format!("{}, ... ({} groups)", g[..6].join(", "), g.len())
+    }
+}
+
+fn kid_cell(s: &MeanSd) -> String {
+    if s.mean.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{:.4} ± {:.4}", s.mean, s.sd)
+    }
+}

@@ -1,0 +1,237 @@
+//! `evaluate` end to end on the real public data, with tiny models: the report folder is well
+//! formed, a seed reproduces its numbers, the transfer mode trains on the source groups only, and
+//! bad requests fail with errors that name the problem.
+
+mod common;
+
+use std::path::Path;
+
+use common::{data_dir, studio};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))
+        .expect("results.json is JSON")
+}
+
+/// `evaluate` on the magnetic tiles with the tiny preset; returns the report folder.
+fn tiles(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let data = data_dir().join("magnetic_tile");
+    let d = data.to_str().expect("utf-8");
+    let out = dir.join(name);
+    let o = out.to_str().expect("utf-8");
+    let mut args = vec![
+        "evaluate",
+        "--train",
+        d,
+        "--test",
+        d,
+        "--minor",
+        "crack",
+        "--out",
+        o,
+        "--preset",
+        "tiny",
+        "--seeds",
+        "2",
+        "--k",
+        "4",
+        "--synthetic",
+        "12",
+    ];
+    args.extend_from_slice(extra);
+    let run = studio(&args, dir);
+    assert!(run.status.success(), "evaluate failed: {}", stderr_of(&run));
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("K real + synthetic"), "{table}");
+    out
+}
+
+#[test]
+fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tiles(dir.path(), "report", &[]);
+    let r = results(&out);
+    assert_eq!(r["minor"], "crack");
+    assert_eq!(r["data"]["mode"], "few-shot");
+    let classes: Vec<&str> = r["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(
+        classes,
+        ["good", "blowhole", "break", "crack", "fray", "uneven"]
+    );
+    // Test and training groups are disjoint (the held-out split of one folder).
+    let groups = |key: &str| -> Vec<String> {
+        r["data"][key]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect()
+    };
+    let (train, test) = (groups("target_groups"), groups("test_groups"));
+    assert!(!test.is_empty() && !train.is_empty());
+    assert!(
+        test.iter().all(|g| !train.contains(g)),
+        "{test:?} vs {train:?}"
+    );
+    let cases = r["cases"].as_array().expect("cases");
+    let letters: Vec<&str> = cases.iter().filter_map(|c| c["case"].as_str()).collect();
+    assert_eq!(letters, ["a", "b", "c", "d", "e"]);
+    let minor_counts: Vec<u64> = cases
+        .iter()
+        .filter_map(|c| c["minor_train"].as_u64())
+        .collect();
+    assert_eq!(minor_counts, [0, 4, 12, 16, 12]);
+    for c in cases {
+        assert_eq!(c["per_seed"].as_array().expect("seeds").len(), 2);
+        for key in ["recall", "accuracy"] {
+            let mean = c[key]["mean"].as_f64().expect("mean");
+            assert!((0.0..=1.0).contains(&mean), "{key} {mean}");
+        }
+        // Confusion matrices are 6 x 6 and hold every test patch.
+        let m = c["per_seed"][0]["confusion"]["counts"]
+            .as_array()
+            .expect("matrix");
+        assert_eq!(m.len(), 6);
+        let total: u64 = m
+            .iter()
+            .flat_map(|row| row.as_array().expect("row").iter())
+            .filter_map(|v| v.as_u64())
+            .sum();
+        let tested: u64 = r["data"]["test_counts"]
+            .as_object()
+            .expect("counts")
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum();
+        assert_eq!(total, tested);
+    }
+    // Case (a) never saw the class: it cannot find it.
+    assert_eq!(cases[0]["recall"]["mean"].as_f64(), Some(0.0));
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("| a | no minor-class images | 0 |"),
+        "{report}"
+    );
+    assert!(report.contains("C2ST"), "{report}");
+    assert!(report.contains("few-shot"), "{report}");
+    let plot = image::open(out.join("plot.png")).expect("plot.png decodes");
+    assert_eq!((plot.width(), plot.height()), (960, 540));
+    for sub in ["synthetic", "augmented", "real-k"] {
+        let n = std::fs::read_dir(out.join("patches").join(sub))
+            .expect("patches")
+            .count();
+        assert_eq!(n, if sub == "real-k" { 4 } else { 12 }, "{sub}");
+    }
+
+    // The same seed gives the same numbers (timings aside).
+    let again = results(&tiles(dir.path(), "again", &[]));
+    assert_eq!(again["cases"], r["cases"]);
+    assert_eq!(again["realism"], r["realism"]);
+    // Another seed draws other patches.
+    let other = results(&tiles(dir.path(), "other", &["--seed", "3"]));
+    assert_ne!(other["cases"], r["cases"]);
+}
+
+#[test]
+fn transfer_learns_the_defect_in_the_source_groups_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir().join("deeppcb");
+    let d = data.to_str().expect("utf-8");
+    let out = dir.path().join("pcb");
+    let o = out.to_str().expect("utf-8");
+    let args = [
+        "evaluate",
+        "--train",
+        d,
+        "--test",
+        d,
+        "--minor",
+        "pin-hole",
+        "--out",
+        o,
+        "--preset",
+        "tiny",
+        "--seeds",
+        "1",
+        "--k",
+        "3",
+        "--synthetic",
+        "6",
+        "--source-groups",
+        "group44000,group50600",
+        "--test-groups",
+        "group92000",
+        "--train-groups",
+        "group44000,group50600,group77000",
+    ];
+    let run = studio(&args, dir.path());
+    assert!(run.status.success(), "evaluate failed: {}", stderr_of(&run));
+    let r = results(&out);
+    assert_eq!(r["data"]["mode"], "transfer");
+    assert_eq!(
+        r["data"]["target_groups"],
+        serde_json::json!(["group77000"])
+    );
+    assert_eq!(r["data"]["test_groups"], serde_json::json!(["group92000"]));
+    assert_eq!(r["data"]["twins"], "real defect-free templates");
+    // The DTGAN's pairs are the source groups' pin-hole images: 44 pairs show pin-holes there.
+    let pairs = r["data"]["dtgan_pairs"].as_u64().expect("pairs");
+    let index = std::fs::read_to_string(data.join("index.csv")).expect("index.csv");
+    let want = index
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[1] == "group44000" || c[1] == "group50600") && c[9] != "0"
+        })
+        .count() as u64;
+    assert_eq!(pairs, want);
+}
+
+#[test]
+fn bad_requests_name_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir().join("magnetic_tile");
+    let d = data.to_str().expect("utf-8");
+    let out = dir.path().join("x");
+    let o = out.to_str().expect("utf-8");
+    let base = [
+        "evaluate", "--train", d, "--test", d, "--out", o, "--preset", "tiny",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        let out = studio(&a, dir.path());
+        assert!(!out.status.success(), "{extra:?} should fail");
+        stderr_of(&out)
+    };
+    let e = run(&["--minor", "crack", "--k", "5000"]);
+    assert!(e.contains("--k 5000") && e.contains("crack"), "{e}");
+    let e = run(&["--minor", "scratch"]);
+    assert!(e.contains("scratch"), "{e}");
+    let e = run(&["--minor", "crack", "--train-groups", "Crack_g001"]);
+    assert!(e.contains("--test-groups"), "{e}");
+    let missing = dir.path().join("nothing-here");
+    let m = missing.to_str().expect("utf-8");
+    let out = studio(
+        &[
+            "evaluate", "--train", m, "--test", d, "--minor", "crack", "--out", o,
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("nothing-here"),
+        "{}",
+        stderr_of(&out)
+    );
+}
