@@ -114,10 +114,18 @@ pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     if let Ok(style) = ProgressStyle::with_template("{msg:50} [{bar:25}] {pos}/{len} {elapsed}") {
         bar.set_style(style.progress_chars("=> "));
     }
+    // Without a terminal (a log file) the bar is hidden: stages and results still go to stderr.
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     let control = TrainControl::new();
     let results = evaluate(&req, &control, &mut |ev| match ev {
         EvalEvent::Stage(s) => {
-            bar.println(&s);
+            say(s.clone());
             bar.set_message(s);
             bar.set_position(0);
         }
@@ -125,7 +133,7 @@ pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
-        EvalEvent::CaseDone(r) => bar.println(format!(
+        EvalEvent::CaseDone(r) => say(format!(
             "  case {} seed {}: recall {:.3}, precision {}, accuracy {:.3}",
             r.case,
             r.seed,

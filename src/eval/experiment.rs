@@ -156,7 +156,8 @@ pub struct EvalRequest {
     pub config: EvalConfig,
     /// Limit of the DTGAN training, in minutes (it stops with a checkpoint).
     pub max_minutes: Option<f64>,
-    /// A trained DTGAN run (or checkpoint) to use instead of training one.
+    /// A trained DTGAN to use instead of training one: a checkpoint file, or a run folder (its
+    /// best checkpoint, else its last).
     pub dtgan_run: Option<PathBuf>,
     /// The report folder.
     pub out: PathBuf,
@@ -342,7 +343,7 @@ pub struct EvalResults {
     pub config: EvalConfig,
     /// Data.
     pub data: DataInfo,
-    /// DTGAN run used, and the steps it had trained.
+    /// The DTGAN checkpoint used.
     pub dtgan_run: PathBuf,
     /// Its steps.
     pub dtgan_steps: u64,
@@ -549,8 +550,35 @@ fn dtgan_project(
     Ok((pairs, how))
 }
 
+/// A real defect's mask, cut to its region's box, and the mean grey of its defect-free twin under
+/// the mask (what the defect was painted on: a trace, the background, a texture).
+struct MaskCut {
+    mask: GrayImage,
+    context: Option<f32>,
+}
+
+/// Mean grey of `image` under the 255 pixels of `mask` placed at (`x`, `y`).
+fn mean_under(image: &GrayImage, mask: &GrayImage, x: u32, y: u32) -> Option<f32> {
+    let (mut sum, mut n) = (0f64, 0u64);
+    for (mx, my, p) in mask.enumerate_pixels() {
+        if p[0] >= 128
+            && let Some(v) = image.get_pixel_checked(x + mx, y + my)
+        {
+            sum += v[0] as f64;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| (sum / n as f64) as f32)
+}
+
 /// The minor class's defect masks in `project`, each cut to one region's box.
-fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<GrayImage>, EvalError> {
+fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<MaskCut>, EvalError> {
+    let by_id: BTreeMap<&str, &ImageEntry> = project
+        .manifest
+        .images
+        .iter()
+        .map(|e| (e.id.as_str(), e))
+        .collect();
     let mut cuts = Vec::new();
     for e in &project.manifest.images {
         if e.role != Role::Defect {
@@ -567,6 +595,10 @@ fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<GrayImage>, Eva
             continue;
         }
         let m = load_mask(&project.abs(mask))?;
+        let twin = match e.twin.as_deref().and_then(|t| by_id.get(t)) {
+            Some(t) => Some(crate::imaging::io::load_gray8(&project.abs(&t.path))?),
+            None => None,
+        };
         for r in regions {
             let r = r.clipped(m.width(), m.height());
             if r.is_empty() {
@@ -574,7 +606,8 @@ fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<GrayImage>, Eva
             }
             let cut = image::imageops::crop_imm(&m, r.x, r.y, r.w, r.h).to_image();
             if mask_bbox(&cut).is_some() {
-                cuts.push(cut);
+                let context = twin.as_ref().and_then(|t| mean_under(t, &cut, r.x, r.y));
+                cuts.push(MaskCut { mask: cut, context });
             }
         }
     }
@@ -611,16 +644,20 @@ fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
 }
 
 /// Paints synthetic defect `i` and cuts its patch.
+/// Stamps tried per synthetic defect; the one whose defect-free context is closest to the real
+/// defect's is kept.
+const PLACEMENT_TRIES: usize = 24;
+
 fn synthesize(
     generator: &DefectGenerator,
     canvas: &Canvas,
-    cuts: &[GrayImage],
+    cuts: &[MaskCut],
     seed: u64,
 ) -> Result<Option<GrayImage>, EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let image = load_rgb8(&canvas.path)?;
     let (w, h) = image.dimensions();
-    let Some(cut) = cuts.choose(&mut rng) else {
+    let Some(MaskCut { mask: cut, context }) = cuts.choose(&mut rng) else {
         return Ok(None);
     };
     let long = cut.width().max(cut.height());
@@ -639,15 +676,28 @@ fn synthesize(
     let x = (cx - side as i64 / 2).clamp(0, (w - side) as i64) as u32;
     let y = (cy - side as i64 / 2).clamp(0, (h - side) as i64) as u32;
     let window = image::imageops::crop_imm(&image, x, y, side, side).to_image();
-    // The defect goes in the window's central half where it fits, anywhere in it otherwise.
+    let window_grey = luma(&window);
+    // The defect goes in the window's central half where it fits, anywhere in it otherwise; of
+    // several placements, the one on grey most like the real defect's own surroundings (an open
+    // on a trace, a short between traces).
     let half = side / 2;
-    let mut mask = None;
-    for _ in 0..8 {
-        if let Some(m) = stamp_mask(cut, half, half, (0.8, 1.25), &mut rng) {
-            let mut full = GrayImage::new(side, side);
-            image::imageops::overlay(&mut full, &m, (side / 4) as i64, (side / 4) as i64);
+    let mut mask: Option<GrayImage> = None;
+    let mut best = f32::INFINITY;
+    for _ in 0..PLACEMENT_TRIES {
+        let Some(m) = stamp_mask(cut, half, half, (0.8, 1.25), &mut rng) else {
+            continue;
+        };
+        let mut full = GrayImage::new(side, side);
+        image::imageops::overlay(&mut full, &m, (side / 4) as i64, (side / 4) as i64);
+        let Some(want) = context else {
             mask = Some(full);
             break;
+        };
+        let score =
+            mean_under(&window_grey, &full, 0, 0).map_or(f32::INFINITY, |v| (v - want).abs());
+        if mask.is_none() || score < best {
+            best = score;
+            mask = Some(full);
         }
     }
     if mask.is_none() {
@@ -965,7 +1015,15 @@ pub fn evaluate(
         "painting {synthetic} synthetic {} defects",
         req.minor
     )));
-    let generator = DefectGenerator::load(&run, req.device)?;
+    // Its own run's last checkpoint: validation (which picks `best`) runs only every
+    // `checkpoint_every` steps, so a run cut by the time limit is usually further along in `last`.
+    let checkpoint = if req.dtgan_run.is_some() {
+        run.clone()
+    } else {
+        RunDir::new(&run).last()
+    };
+    let generator = DefectGenerator::load(&checkpoint, req.device)?;
+    let used_checkpoint = generator.checkpoint.clone();
     let dtgan_steps = crate::dtgan::model::read_checkpoint(&generator.checkpoint)
         .ok()
         .and_then(|(_, meta)| meta.get("state").cloned())
@@ -1159,7 +1217,7 @@ pub fn evaluate(
             test_counts: counts(&test_patches),
             dtgan_pairs,
         },
-        dtgan_run: run,
+        dtgan_run: used_checkpoint,
         dtgan_steps,
         cases,
         realism,

@@ -95,12 +95,33 @@ impl Confusion {
     }
 }
 
-/// Mean and sample standard deviation (n - 1) of a set of values.
+/// A number that is `null` in JSON when it is not finite (JSON has no NaN), and NaN when read
+/// back from `null`.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// Mean and sample standard deviation (n - 1) of a set of values; both NaN (`null` in JSON)
+/// for no values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanSd {
     /// Mean.
+    #[serde(with = "nan_as_null")]
     pub mean: f64,
     /// Sample standard deviation (0 for a single value).
+    #[serde(with = "nan_as_null")]
     pub sd: f64,
     /// How many values.
     pub n: usize,
@@ -237,6 +258,19 @@ mod tests {
         assert!((s.sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         assert_eq!(MeanSd::of(&[3.0]).sd, 0.0);
         assert!(MeanSd::of(&[]).mean.is_nan());
+    }
+
+    #[test]
+    fn an_empty_summary_goes_to_json_as_null_and_comes_back() {
+        let empty = MeanSd::of(&[]);
+        let json = serde_json::to_string(&empty).expect("json");
+        assert_eq!(json, r#"{"mean":null,"sd":null,"n":0}"#);
+        let back: MeanSd = serde_json::from_str(&json).expect("parse");
+        assert!(back.mean.is_nan() && back.sd.is_nan() && back.n == 0);
+        let full = MeanSd::of(&[1.0, 2.0]);
+        let back: MeanSd =
+            serde_json::from_str(&serde_json::to_string(&full).expect("json")).expect("parse");
+        assert_eq!(back, full);
     }
 
     #[test]

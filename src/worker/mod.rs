@@ -384,4 +384,106 @@ mod tests {
         assert_eq!(rx.len(), 4);
         assert!(sink.dropped.load(Ordering::Relaxed) >= 96);
     }
+
+    /// The tiny evaluation request on the magnetic tiles of `shared/data`.
+    fn tiny_evaluation(out: &std::path::Path) -> crate::eval::experiment::EvalRequest {
+        let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/magnetic_tile");
+        assert!(data.is_dir(), "shared data missing: {}", data.display());
+        crate::eval::experiment::EvalRequest {
+            train: data.clone(),
+            test: data,
+            train_groups: Vec::new(),
+            test_groups: Vec::new(),
+            source_groups: Vec::new(),
+            minor: "crack".into(),
+            k: 3,
+            synthetic: Some(6),
+            seeds: 1,
+            seed: 0,
+            config: crate::eval::experiment::EvalConfig::preset(crate::dtgan::Preset::Tiny),
+            max_minutes: None,
+            dtgan_run: None,
+            out: out.to_path_buf(),
+            device: crate::nn::device::DeviceChoice::Cpu,
+        }
+    }
+
+    #[test]
+    fn an_evaluation_runs_on_its_own_thread_reports_and_its_report_loads_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("report");
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands
+            .send(Command::StartEvaluation(Box::new(tiny_evaluation(&out))))
+            .expect("send");
+        // The worker stays free for other jobs while the evaluation runs.
+        h.commands
+            .send(Command::LoadImage { id: "x".into() })
+            .expect("send");
+        let (mut stages, mut cases) = (0, 0);
+        let ended = loop {
+            match h
+                .events
+                .recv_timeout(Duration::from_secs(120))
+                .expect("an event")
+            {
+                Event::Evaluation(crate::eval::experiment::EvalEvent::Stage(_)) => stages += 1,
+                Event::Evaluation(crate::eval::experiment::EvalEvent::CaseDone(_)) => cases += 1,
+                Event::EvaluationEnded { out: o, result } => break (o, result),
+                _ => {}
+            }
+        };
+        assert_eq!(ended.0, out);
+        let results = ended.1.expect("evaluation succeeds");
+        assert_eq!(results.cases.len(), 5);
+        assert!(stages >= 5, "{stages} stages");
+        assert_eq!(cases, 5);
+        h.commands
+            .send(Command::LoadEvaluation(out.clone()))
+            .expect("send");
+        let loaded = loop {
+            if let Event::EvaluationEnded { result, .. } = next_event(&h) {
+                break result.expect("results.json reads");
+            }
+        };
+        // (NaN is not equal to itself: compare the JSON.)
+        let json =
+            |r: &crate::eval::experiment::EvalResults| serde_json::to_string(r).expect("json");
+        assert_eq!(json(&loaded), json(&results));
+        // A folder without a report is an error naming the file.
+        h.commands
+            .send(Command::LoadEvaluation(dir.path().to_path_buf()))
+            .expect("send");
+        loop {
+            if let Event::EvaluationEnded { result, .. } = next_event(&h) {
+                let e = result.err().expect("no report there");
+                assert!(e.contains("results.json"), "{e}");
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_evaluation_ends_with_cancelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        let mut req = tiny_evaluation(&dir.path().join("report"));
+        req.seeds = 50;
+        h.commands
+            .send(Command::StartEvaluation(Box::new(req)))
+            .expect("send");
+        h.commands.send(Command::CancelEvaluation).expect("send");
+        let result = loop {
+            if let Event::EvaluationEnded { result, .. } = h
+                .events
+                .recv_timeout(Duration::from_secs(120))
+                .expect("an event")
+            {
+                break result;
+            }
+        };
+        assert_eq!(result.err().as_deref(), Some("cancelled"));
+        assert!(!dir.path().join("report").join("results.json").exists());
+    }
 }
