@@ -434,9 +434,9 @@ mod tests {
         let mut train = toy(3, 4);
         assert!(Classifier::train(3, &[], &cfg(), 0, &device, &mut |_, _, _| true).is_err());
         train[0].label = 3;
-        let e = Classifier::train(3, &train, &cfg(), 0, &device, &mut |_, _, _| true)
-            .err()
-            .expect("refused");
+        let Err(e) = Classifier::train(3, &train, &cfg(), 0, &device, &mut |_, _, _| true) else {
+            panic!("a label out of range must be refused");
+        };
         assert!(e.contains("label 3"), "{e}");
     }
 

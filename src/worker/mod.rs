@@ -457,7 +457,7 @@ mod tests {
             .expect("send");
         loop {
             if let Event::EvaluationEnded { result, .. } = next_event(&h) {
-                let e = result.err().expect("no report there");
+                let e = result.expect_err("no report there");
                 assert!(e.contains("results.json"), "{e}");
                 break;
             }
