@@ -1092,7 +1092,6 @@ pub fn evaluate(
     ];
     let test_pixels: Vec<&GrayImage> = test.iter().map(|(p, _)| *p).collect();
     let test_labels: Vec<usize> = test.iter().map(|(_, l)| *l).collect();
-    let total_runs = CASES.len() * req.seeds;
     let mut results: Vec<Vec<SeedResult>> = vec![Vec::new(); CASES.len()];
     let mut judges: Vec<Classifier> = Vec::new();
     for seed in 0..req.seeds {
@@ -1143,7 +1142,6 @@ pub fn evaluate(
             if *letter == "b" {
                 judges.push(net);
             }
-            let _ = total_runs;
         }
     }
     let cases: Vec<CaseResult> = CASES

@@ -265,6 +265,36 @@ fn resolve_masks(from: &Path, masks: &Path) -> PathBuf {
     }
 }
 
+/// `key -> value` from a simple comma-separated file with a header row (no quoting): the value
+/// is the first of `values` that the header names. Rows with an empty key or value are left out;
+/// the map is empty when the file cannot be read or lacks the columns.
+pub(crate) fn read_csv_map(path: &Path, key: &str, values: &[&str]) -> BTreeMap<String, String> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let key_col = header.iter().position(|h| *h == key);
+    let value_col = values
+        .iter()
+        .find_map(|v| header.iter().position(|h| h == v));
+    let (Some(key_col), Some(value_col)) = (key_col, value_col) else {
+        return BTreeMap::new();
+    };
+    lines
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            let (k, v) = (cols.get(key_col)?, cols.get(value_col)?);
+            (!k.is_empty() && !v.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// Image file extensions accepted (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 

@@ -106,28 +106,8 @@ pub(super) fn scan(req: &ImportRequest, masks: Option<&Path>) -> Result<Scan, Im
 
 /// `id -> group` from `index.csv`; empty when the file is absent or has no such columns.
 pub fn read_index(path: &Path) -> HashMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let (Some(id_col), Some(group_col)) = (
-        header.iter().position(|h| *h == "id"),
-        header.iter().position(|h| *h == "group"),
-    ) else {
-        return HashMap::new();
-    };
-    lines
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-            let (id, group) = (cols.get(id_col)?, cols.get(group_col)?);
-            (!id.is_empty() && !group.is_empty()).then(|| (id.to_string(), group.to_string()))
-        })
+    super::read_csv_map(path, "id", &["group"])
+        .into_iter()
         .collect()
 }
 

@@ -121,30 +121,9 @@ pub(super) fn scan(
 /// `image path -> group` from an `index.csv` whose header has `image` and `tile_group` (or
 /// `group`) columns; empty when the file is absent or has no such columns.
 fn read_group_index(path: &Path) -> BTreeMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return BTreeMap::new();
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let image_col = header.iter().position(|h| *h == "image");
-    let group_col = header
-        .iter()
-        .position(|h| *h == "tile_group")
-        .or_else(|| header.iter().position(|h| *h == "group"));
-    let (Some(image_col), Some(group_col)) = (image_col, group_col) else {
-        return BTreeMap::new();
-    };
-    lines
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-            let (image, group) = (cols.get(image_col)?, cols.get(group_col)?);
-            (!image.is_empty() && !group.is_empty()).then(|| (image.to_string(), safe_name(group)))
-        })
+    super::read_csv_map(path, "image", &["tile_group", "group"])
+        .into_iter()
+        .map(|(image, group)| (image, safe_name(&group)))
         .collect()
 }
 
