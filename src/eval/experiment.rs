@@ -643,11 +643,12 @@ fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
         .collect()
 }
 
-/// Paints synthetic defect `i` and cuts its patch.
 /// Stamps tried per synthetic defect; the one whose defect-free context is closest to the real
 /// defect's is kept.
 const PLACEMENT_TRIES: usize = 24;
 
+/// Paints one synthetic defect (drawn with `seed`) into `canvas` and cuts its patch; `None` when
+/// the defect cannot be placed.
 fn synthesize(
     generator: &DefectGenerator,
     canvas: &Canvas,
@@ -942,13 +943,12 @@ pub fn evaluate(
         .iter()
         .filter_map(|p| label_of.get(p.class.as_str()).map(|l| (&p.pixels, *l)))
         .collect();
-    let mut target_groups: Vec<String> = target
+    let target_groups: Vec<String> = target
         .iter()
         .map(|p| p.group.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    target_groups.sort();
     timing.data_s = start.elapsed().as_secs_f64();
     check_cancel(control)?;
 
