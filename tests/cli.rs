@@ -2,13 +2,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{small_demo, studio, tiny_train_args};
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{small_demo, stderr_of, studio, tiny_train_args};
 
 #[test]
 fn demo_then_info_json_then_box_masks() {

@@ -6,11 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{data_dir, studio};
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{data_dir, stderr_of, studio};
 
 fn results(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))

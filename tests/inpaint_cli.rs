@@ -2,11 +2,7 @@
 
 mod common;
 
-use common::{small_demo, studio};
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{small_demo, stderr_of, studio};
 
 #[test]
 fn inpaint_train_apply_eval() {

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::dtgan::Preset;
 use crate::dtgan::run::TrainControl;
-use crate::eval::experiment::{CASES, EvalConfig, EvalEvent, EvalRequest, evaluate, parse_groups};
+use crate::eval::experiment::{EvalConfig, EvalEvent, EvalRequest, evaluate, parse_groups};
 use crate::nn::device::DeviceChoice;
 
 /// `evaluate` arguments.
@@ -151,14 +151,10 @@ pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
             "case  training set                       minor  recall          precision       accuracy"
         );
         for c in &results.cases {
-            let name = CASES
-                .iter()
-                .find(|(l, _)| *l == c.case)
-                .map_or("", |(_, n)| n);
             println!(
                 "{:<5} {:<34} {:>5}  {:<15} {:<15} {}",
                 c.case,
-                name,
+                c.name,
                 c.minor_train,
                 c.recall.to_string(),
                 c.precision.to_string(),

@@ -88,11 +88,7 @@ pub fn collect_pairs(project: &Project, class: &str) -> Result<Vec<PairRef>, Dat
             no_twin += 1;
             continue;
         };
-        // Real templates carry no review status; inpainted twins train only once accepted.
-        let reviewed = twin.twin_status.is_some() || twin.inpaint.is_some();
-        if (reviewed && twin.twin_status != Some(TwinStatus::Accepted))
-            || e.twin_status == Some(TwinStatus::Rejected)
-        {
+        if !twin.twin_trains() || e.twin_status == Some(TwinStatus::Rejected) {
             rejected += 1;
             continue;
         }

@@ -100,6 +100,8 @@ pub struct DefectGenerator {
     pub checkpoint: PathBuf,
     /// SHA-256 of the checkpoint file, hex.
     pub checkpoint_sha256: String,
+    /// Generator steps the checkpoint had trained (from its state; `None` if it has none).
+    pub step: Option<u64>,
     generator: Generator,
     device: Device,
     _vars: VarMap,
@@ -124,6 +126,10 @@ impl DefectGenerator {
         let checkpoint = resolve_checkpoint(path)?;
         let (checkpoint_sha256, (tensors, meta)) = read_checkpoint_hashed(&checkpoint)?;
         let config = checkpoint_config(&checkpoint, &meta)?;
+        let step = meta
+            .get("state")
+            .and_then(|st| serde_json::from_str::<crate::dtgan::model::TrainState>(st).ok())
+            .map(|st| st.step);
         let device = select_device(device)?;
         let vars = VarMap::new();
         let buffers = VarMap::new();
@@ -139,6 +145,7 @@ impl DefectGenerator {
             config,
             checkpoint,
             checkpoint_sha256,
+            step,
             generator,
             device,
             _vars: vars,

@@ -500,10 +500,11 @@ fn dtgan_project(
         entry.mask = Some(link(&project, mask, &format!("{dir}/mask"))?);
         entry.box_mask = None;
         let twin_id = format!("{}~twin", e.id);
-        let usable = e.twin.as_deref().and_then(|t| by_id.get(t)).filter(|t| {
-            let reviewed = t.twin_status.is_some() || t.inpaint.is_some();
-            !reviewed || t.twin_status == Some(TwinStatus::Accepted)
-        });
+        let usable = e
+            .twin
+            .as_deref()
+            .and_then(|t| by_id.get(t))
+            .filter(|t| t.twin_trains());
         let mut twin = match usable {
             Some(t) => {
                 real += 1;
@@ -1024,11 +1025,7 @@ pub fn evaluate(
     };
     let generator = DefectGenerator::load(&checkpoint, req.device)?;
     let used_checkpoint = generator.checkpoint.clone();
-    let dtgan_steps = crate::dtgan::model::read_checkpoint(&generator.checkpoint)
-        .ok()
-        .and_then(|(_, meta)| meta.get("state").cloned())
-        .and_then(|s| serde_json::from_str::<crate::dtgan::model::TrainState>(&s).ok())
-        .map_or(0, |s| s.step);
+    let dtgan_steps = generator.step.unwrap_or(0);
     let cuts = minor_mask_cuts(&dtgan_project, &req.minor)?;
     let target_sel = Selection {
         groups: Some(target_groups.iter().cloned().collect()),

@@ -42,14 +42,6 @@ pub fn read_results(dir: &Path) -> Result<EvalResults, EvalError> {
     serde_json::from_str(&text).map_err(|e| EvalError::Data(format!("{}: {e}", path.display())))
 }
 
-fn cell(s: &MeanSd) -> String {
-    if s.mean.is_nan() {
-        "n/a".into()
-    } else {
-        format!("{:.3} ± {:.3}", s.mean, s.sd)
-    }
-}
-
 fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -87,18 +79,18 @@ pub fn markdown(r: &EvalResults) -> String {
             c.case,
             c.name,
             c.minor_train,
-            cell(&c.recall),
+            c.recall,
             if c.precision.n < c.per_seed.len() && c.precision.n > 0 {
                 format!(
                     "{} ({} of {} seeds)",
-                    cell(&c.precision),
+                    c.precision,
                     c.precision.n,
                     c.per_seed.len()
                 )
             } else {
-                cell(&c.precision)
+                c.precision.to_string()
             },
-            cell(&c.accuracy)
+            c.accuracy
         );
     }
     let _ = writeln!(
@@ -118,7 +110,7 @@ pub fn markdown(r: &EvalResults) -> String {
         "| C2ST accuracy (real test vs synthetic, {} + {} held out; 0.5 = indistinguishable) | {} |",
         q.c2st_patches - q.c2st_patches / 2,
         q.c2st_patches - q.c2st_patches / 2,
-        cell(&q.c2st_accuracy)
+        q.c2st_accuracy
     );
     let _ = writeln!(
         s,

@@ -252,6 +252,13 @@ impl ImageEntry {
         set
     }
 
+    /// Whether this defect-free twin may train the DTGAN: real templates carry no review status
+    /// and always may; twins made by inpainting may once accepted in seam QA.
+    pub fn twin_trains(&self) -> bool {
+        let reviewed = self.twin_status.is_some() || self.inpaint.is_some();
+        !reviewed || self.twin_status == Some(TwinStatus::Accepted)
+    }
+
     /// The short name shown to people: the last part of the id (file names repeat across
     /// folders, ids do not).
     pub fn display_name(&self) -> &str {

@@ -431,12 +431,7 @@ impl EvaluationPane {
                 ui.end_row();
                 for c in &r.cases {
                     ui.label(&c.case);
-                    ui.label(
-                        CASES
-                            .iter()
-                            .find(|(l, _)| *l == c.case)
-                            .map_or(c.name.as_str(), |(_, n)| n),
-                    );
+                    ui.label(&c.name);
                     ui.label(c.minor_train.to_string());
                     ui.label(c.recall.to_string());
                     ui.label(c.precision.to_string());

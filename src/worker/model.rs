@@ -77,6 +77,25 @@ impl Models {
     }
 }
 
+/// Starts `job` on a low-priority thread named `name`, with a fresh pause / stop control that the
+/// caller keeps to steer it; `what` names the job in the error if the thread cannot start.
+fn spawn_controlled(
+    name: &str,
+    what: &str,
+    job: impl FnOnce(&TrainControl) + Send + 'static,
+) -> anyhow::Result<(TrainControl, JoinHandle<()>)> {
+    let control = TrainControl::new();
+    let thread_control = control.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            crate::nn::threads::lower_priority();
+            job(&thread_control);
+        })
+        .with_context(|| format!("starting the {what} thread"))?;
+    Ok((control, thread))
+}
+
 impl Worker {
     pub(super) fn start_training(&mut self, req: TrainRequest) -> anyhow::Result<()> {
         self.spawn_training(move |control, on_event| {
@@ -103,23 +122,17 @@ impl Worker {
                 "a training run is going; the evaluation trains its own models, so stop it first"
             );
         }
-        let control = TrainControl::new();
         let sink = self.sink.clone();
-        let thread_control = control.clone();
-        let thread = std::thread::Builder::new()
-            .name("studio-evaluation".into())
-            .spawn(move || {
-                crate::nn::threads::lower_priority();
-                let result = evaluate(&req, &thread_control, &mut |ev| {
-                    sink.lossy(Event::Evaluation(ev));
-                });
-                sink.send(Event::EvaluationEnded {
-                    out: req.out.clone(),
-                    result: result.map(Box::new).map_err(|e| e.to_string()),
-                });
-            })
-            .context("starting the evaluation thread")?;
-        self.models.evaluation = Some((control, thread));
+        let job = spawn_controlled("studio-evaluation", "evaluation", move |control| {
+            let result = evaluate(&req, control, &mut |ev| {
+                sink.lossy(Event::Evaluation(ev));
+            });
+            sink.send(Event::EvaluationEnded {
+                out: req.out.clone(),
+                result: result.map(Box::new).map_err(|e| e.to_string()),
+            });
+        })?;
+        self.models.evaluation = Some(job);
         Ok(())
     }
 
@@ -138,20 +151,14 @@ impl Worker {
         }
         // The trainer reports its own progress; a followed folder would repeat it.
         self.models.following = None;
-        let control = TrainControl::new();
         let sink = self.sink.clone();
-        let thread_control = control.clone();
-        let thread = std::thread::Builder::new()
-            .name("studio-trainer".into())
-            .spawn(move || {
-                crate::nn::threads::lower_priority();
-                let outcome = run(&thread_control, &mut |ev| {
-                    sink.lossy(Event::Training(ev));
-                });
-                sink.send(Event::TrainingEnded(outcome));
-            })
-            .context("starting the training thread")?;
-        self.models.training = Some((control, thread));
+        let job = spawn_controlled("studio-trainer", "training", move |control| {
+            let outcome = run(control, &mut |ev| {
+                sink.lossy(Event::Training(ev));
+            });
+            sink.send(Event::TrainingEnded(outcome));
+        })?;
+        self.models.training = Some(job);
         Ok(())
     }
 

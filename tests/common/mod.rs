@@ -25,6 +25,11 @@ pub fn studio_command(args: &[&str], home: &Path) -> Command {
     c
 }
 
+/// A finished command's stderr, as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs the studio binary to completion.
 pub fn studio(args: &[&str], home: &Path) -> Output {
     studio_command(args, home)
