@@ -114,7 +114,7 @@ fn results() -> EvalResults {
             source_groups: Vec::new(),
             test_groups: Vec::new(),
             mode: "few-shot".into(),
-            twins: "real defect-free templates".into(),
+            twins: "44 real defect-free templates".into(),
             train_counts: BTreeMap::new(),
             test_counts: BTreeMap::new(),
             dtgan_pairs: 10,

@@ -476,7 +476,7 @@ fn dtgan_project(
         .iter()
         .map(|e| (e.id.as_str(), e))
         .collect();
-    let (mut real, mut filled, mut pairs) = (0, 0, 0);
+    let (mut real, mut inpainted, mut filled, mut pairs) = (0, 0, 0, 0);
     let link = |project: &Project, rel: &RelPath, dir: &str| -> Result<RelPath, EvalError> {
         let path = src.abs(rel);
         let name = path
@@ -507,7 +507,11 @@ fn dtgan_project(
             .filter(|t| t.twin_trains());
         let mut twin = match usable {
             Some(t) => {
-                real += 1;
+                if t.is_real_template() {
+                    real += 1;
+                } else {
+                    inpainted += 1;
+                }
                 let mut twin = (*t).clone();
                 twin.path = link(&project, &t.path, &format!("{dir}/twin"))?;
                 twin
@@ -543,12 +547,26 @@ fn dtgan_project(
         pairs += 1;
     }
     project.save()?;
-    let how = match (real, filled) {
-        (_, 0) => "real defect-free templates".to_string(),
-        (0, _) => "the data has no defect-free twins: boxes filled by straight-line blending from their borders (no inpainting model)".to_string(),
-        (r, f) => format!("{r} real templates, {f} boxes filled by straight-line blending"),
-    };
-    Ok((pairs, how))
+    Ok((pairs, twin_description(real, inpainted, filled)))
+}
+
+/// How the DTGAN's defect-free twins were made, for the report.
+fn twin_description(real: usize, inpainted: usize, filled: usize) -> String {
+    if real + inpainted == 0 {
+        return "the data has no defect-free twins: boxes filled by straight-line blending \
+                from their borders (no inpainting model)"
+            .into();
+    }
+    [
+        (real, "real defect-free templates"),
+        (inpainted, "inpainted twins accepted in seam QA"),
+        (filled, "boxes filled by straight-line blending"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// A real defect's mask, cut to its region's box, and the mean grey of its defect-free twin under
@@ -1319,6 +1337,21 @@ pub fn parse_groups(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use image::Luma;
+
+    #[test]
+    fn twin_description_names_each_kind_of_twin() {
+        assert_eq!(twin_description(12, 0, 0), "12 real defect-free templates");
+        assert_eq!(
+            twin_description(3, 2, 1),
+            "3 real defect-free templates, 2 inpainted twins accepted in seam QA, \
+             1 boxes filled by straight-line blending"
+        );
+        assert_eq!(
+            twin_description(0, 4, 0),
+            "4 inpainted twins accepted in seam QA"
+        );
+        assert!(twin_description(0, 0, 5).starts_with("the data has no defect-free twins"));
+    }
 
     fn patch(class: &str, group: &str) -> Patch {
         Patch {

@@ -255,8 +255,13 @@ impl ImageEntry {
     /// Whether this defect-free twin may train the DTGAN: real templates carry no review status
     /// and always may; twins made by inpainting may once accepted in seam QA.
     pub fn twin_trains(&self) -> bool {
-        let reviewed = self.twin_status.is_some() || self.inpaint.is_some();
-        !reviewed || self.twin_status == Some(TwinStatus::Accepted)
+        self.is_real_template() || self.twin_status == Some(TwinStatus::Accepted)
+    }
+
+    /// Whether this is a photographed defect-free image rather than one made by inpainting
+    /// (those carry their inpainting record or a review status).
+    pub fn is_real_template(&self) -> bool {
+        self.twin_status.is_none() && self.inpaint.is_none()
     }
 
     /// The short name shown to people: the last part of the id (file names repeat across
@@ -378,6 +383,29 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_real_templates_and_accepted_inpaintings_train() {
+        let path = RelPath::new("t.png").expect("path");
+        let real = ImageEntry::new("t", path, Role::Template, "g");
+        assert!(real.is_real_template() && real.twin_trains());
+        let mut made = real.clone();
+        made.inpaint = Some(InpaintInfo {
+            checkpoint: "00".into(),
+            seam: 1.0,
+        });
+        assert!(!made.is_real_template());
+        assert!(!made.twin_trains(), "not reviewed yet");
+        for (status, trains) in [
+            (TwinStatus::PendingReview, false),
+            (TwinStatus::Accepted, true),
+            (TwinStatus::Rejected, false),
+        ] {
+            made.twin_status = Some(status);
+            assert_eq!(made.twin_trains(), trains, "{status:?}");
+            assert!(!made.is_real_template());
+        }
+    }
 
     #[test]
     fn rel_paths_refuse_escapes_and_absolutes() {
