@@ -125,8 +125,12 @@ pub enum Command {
     StartInpaintTraining(Box<InpaintTrainRequest>),
     /// Control the running training.
     ControlTraining(TrainingControl),
-    /// Make inpainted twins for the open project's defect images (pending review).
+    /// Make inpainted twins for the open project's defect images (pending review), on a thread
+    /// of their own: the project is updated and published after each twin, progress comes as
+    /// `Progressed { job: Inpaint }`, the end as `JobFinished` / `JobFailed`.
     ApplyInpaint(Box<ApplyRequest>),
+    /// Stop making twins after the one in hand (those made are kept).
+    CancelInpaint,
     /// Load a twin, its defect image and box mask for seam QA.
     LoadTwin {
         /// The twin's id.

@@ -405,6 +405,21 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     assert_eq!(req.project, h.state().project.root);
     assert_eq!(req.class.as_deref(), Some("spot"));
     assert!(!req.redo_accepted);
+
+    // While twins are made, the form offers Cancel instead; the end brings Make twins back.
+    assert!(h.query_by_label("Make twins").is_none());
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(
+        drain(&rx)
+            .iter()
+            .any(|c| matches!(c, Command::CancelInpaint)),
+        "CancelInpaint sent"
+    );
+    h.state_mut().pane.on_making_ended();
+    h.run_steps(2);
+    assert!(h.query_by_label("Make twins").is_some());
+    assert!(h.query_by_label("Cancel").is_none());
 }
 
 #[test]

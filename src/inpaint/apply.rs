@@ -66,6 +66,20 @@ pub enum InpaintError {
         /// The project's manifest.
         manifest: PathBuf,
     },
+    /// A defect image has neither a box mask nor a pixel mask: nothing says where to fill.
+    #[error("{}: the image has no box mask and no pixel mask", path.display())]
+    NoMask {
+        /// The image.
+        path: PathBuf,
+    },
+    /// A twin's defect image left the project while its twin was being made.
+    #[error("{}: defect image `{defect}` is no longer in the project", manifest.display())]
+    DefectGone {
+        /// The defect image's id.
+        defect: String,
+        /// The project's manifest.
+        manifest: PathBuf,
+    },
 }
 
 /// A trained inpainting generator, ready to fill holes.
@@ -329,46 +343,71 @@ pub fn apply_project(
     progress: &mut dyn FnMut(usize, usize),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<ApplySummary, InpaintError> {
-    let model = Inpainter::load(&req.run, req.device)?;
     let mut project = Project::open(&req.project)?;
     let mut summary = ApplySummary::default();
-    let todo: Vec<usize> = project
-        .manifest
-        .images
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| {
-            e.role == Role::Defect
-                && e.synthetic.is_none()
-                && req
-                    .class
-                    .as_ref()
-                    .is_none_or(|c| e.classes().contains(c.as_str()))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let total = todo.len();
-    for (done, &i) in todo.iter().enumerate() {
-        if cancelled() {
-            return Err(InpaintError::Cancelled);
+    let todo = plan_twins(&project, req, &mut summary);
+    let maker = TwinMaker::new(req, project.clone())?;
+    summary.made = maker.make_all(&todo, progress, cancelled, &mut |defect, twin| {
+        record_twin(&mut project, defect, twin)?;
+        project.save()?;
+        Ok(())
+    })?;
+    summary.score_seams(&project);
+    Ok(summary)
+}
+
+/// The defect images of `project` that `req` makes twins for, counting in `summary` those it
+/// skips: images with a real template, with an accepted twin (unless remade), or with no mask.
+pub fn plan_twins(
+    project: &Project,
+    req: &ApplyRequest,
+    summary: &mut ApplySummary,
+) -> Vec<ImageEntry> {
+    let m = &project.manifest;
+    let mut todo = Vec::new();
+    for e in &m.images {
+        let wanted = e.role == Role::Defect
+            && e.synthetic.is_none()
+            && req
+                .class
+                .as_ref()
+                .is_none_or(|c| e.classes().contains(c.as_str()));
+        if !wanted {
+            continue;
         }
-        progress(done, total);
-        let entry = project.manifest.images[i].clone();
-        let existing = entry
-            .twin
-            .as_deref()
-            .and_then(|t| project.manifest.image(t));
-        match existing {
-            Some(t) if t.inpaint.is_none() => {
-                summary.real_twin += 1;
-                continue;
-            }
+        match e.twin.as_deref().and_then(|t| m.image(t)) {
+            Some(t) if t.inpaint.is_none() => summary.real_twin += 1,
             Some(t) if t.twin_status == Some(TwinStatus::Accepted) && !req.redo_accepted => {
-                summary.accepted += 1;
-                continue;
+                summary.accepted += 1
             }
-            _ => {}
+            _ if e.box_mask.is_none() && e.mask.is_none() => summary.no_mask += 1,
+            _ => todo.push(e.clone()),
         }
+    }
+    todo
+}
+
+/// Fills defect images' boxes with a loaded model and writes the twins' images into a project
+/// folder. It reads the project only for paths and the box margin, so it may work on a copy
+/// while the manifest itself is kept elsewhere (the studio's worker).
+pub struct TwinMaker {
+    model: Inpainter,
+    project: Project,
+}
+
+impl TwinMaker {
+    /// Loads the model of `req.run` for writing twins into `project`.
+    pub fn new(req: &ApplyRequest, project: Project) -> Result<Self, InpaintError> {
+        Ok(Self {
+            model: Inpainter::load(&req.run, req.device)?,
+            project,
+        })
+    }
+
+    /// Makes the twin of one defect image: fills its boxes, writes the image, and returns the
+    /// twin's manifest entry (pending review, with its seam score).
+    pub fn make(&self, entry: &ImageEntry) -> Result<ImageEntry, InpaintError> {
+        let project = &self.project;
         let image_path = project.abs(&entry.path);
         let image = load_rgb8(&image_path)?;
         let hole = match (&entry.box_mask, &entry.mask) {
@@ -376,10 +415,7 @@ pub fn apply_project(
             (None, Some(m)) => {
                 box_mask_from_mask(&load_mask(&project.abs(m))?, project.manifest.box_margin)
             }
-            (None, None) => {
-                summary.no_mask += 1;
-                continue;
-            }
+            (None, None) => return Err(InpaintError::NoMask { path: image_path }),
         };
         if hole.dimensions() != image.dimensions() {
             return Err(InpaintError::SizeMismatch {
@@ -388,47 +424,85 @@ pub fn apply_project(
                 mask: hole.dimensions(),
             });
         }
-        let twin = model.fill(&image, &hole)?;
+        let twin = self.model.fill(&image, &hole)?;
         let seam = seam_score(&twin, &hole);
-        let id = twin_id(&entry.id);
         let rel = twin_path(&entry.id);
         let abs = project.ensure_parent(&rel)?;
         save_png(&abs, &image::DynamicImage::ImageRgb8(twin))?;
-        let mut t = ImageEntry::new(&id, rel, Role::Template, &entry.group);
+        let mut t = ImageEntry::new(twin_id(&entry.id), rel, Role::Template, &entry.group);
         t.width = image.width();
         t.height = image.height();
         t.class = entry.class.clone();
         t.twin_of = Some(entry.id.clone());
         t.twin_status = Some(TwinStatus::PendingReview);
         t.inpaint = Some(InpaintInfo {
-            checkpoint: model.checkpoint_sha256.clone(),
+            checkpoint: self.model.checkpoint_sha256.clone(),
             seam,
         });
-        let m = &mut project.manifest;
-        match m.index_of(&id) {
-            Some(j) if m.images[j].inpaint.is_some() => m.images[j] = t,
-            Some(_) => {
-                return Err(InpaintError::IdTaken {
-                    id,
-                    manifest: project.manifest_path(),
-                });
-            }
-            None => m.images.push(t),
-        }
-        m.images[i].twin = Some(id);
-        project.save()?;
-        summary.made += 1;
+        Ok(t)
     }
-    progress(total, total);
-    let scores: Vec<f64> = project
-        .manifest
-        .images
-        .iter()
-        .filter_map(|e| e.inpaint.as_ref().map(|p| p.seam))
-        .collect();
-    summary.threshold = seam_outlier_threshold(&scores);
-    summary.flagged = scores.iter().filter(|&&s| s > summary.threshold).count();
-    Ok(summary)
+
+    /// Makes the twins of `todo` in order, handing each to `record(defect id, twin)`; returns how
+    /// many it made. `progress(done, total)` after each image; `cancelled()` is checked between
+    /// images.
+    pub fn make_all(
+        &self,
+        todo: &[ImageEntry],
+        progress: &mut dyn FnMut(usize, usize),
+        cancelled: &dyn Fn() -> bool,
+        record: &mut dyn FnMut(&str, ImageEntry) -> Result<(), InpaintError>,
+    ) -> Result<usize, InpaintError> {
+        let total = todo.len();
+        for (done, entry) in todo.iter().enumerate() {
+            if cancelled() {
+                return Err(InpaintError::Cancelled);
+            }
+            progress(done, total);
+            record(&entry.id, self.make(entry)?)?;
+        }
+        progress(total, total);
+        Ok(total)
+    }
+}
+
+/// Puts a made twin into the manifest (replacing an earlier inpainted twin of the same id) and
+/// links its defect image to it. An id held by any other image is an error.
+pub fn record_twin(
+    project: &mut Project,
+    defect: &str,
+    twin: ImageEntry,
+) -> Result<(), InpaintError> {
+    let manifest = project.manifest_path();
+    let m = &mut project.manifest;
+    let Some(i) = m.index_of(defect) else {
+        return Err(InpaintError::DefectGone {
+            defect: defect.to_owned(),
+            manifest,
+        });
+    };
+    let id = twin.id.clone();
+    match m.index_of(&id) {
+        Some(j) if m.images[j].inpaint.is_some() => m.images[j] = twin,
+        Some(_) => return Err(InpaintError::IdTaken { id, manifest }),
+        None => m.images.push(twin),
+    }
+    m.images[i].twin = Some(id);
+    Ok(())
+}
+
+impl ApplySummary {
+    /// Sets the seam threshold and the number of twins above it, over all inpainted twins of
+    /// `project`.
+    pub fn score_seams(&mut self, project: &Project) {
+        let scores: Vec<f64> = project
+            .manifest
+            .images
+            .iter()
+            .filter_map(|e| e.inpaint.as_ref().map(|p| p.seam))
+            .collect();
+        self.threshold = seam_outlier_threshold(&scores);
+        self.flagged = scores.iter().filter(|&&s| s > self.threshold).count();
+    }
 }
 
 /// Where the twin of defect image `id` is stored.

@@ -299,6 +299,9 @@ impl StudioApp {
                 if self.progress.as_ref().is_some_and(|p| p.job == job) {
                     self.progress = None;
                 }
+                if job == JobKind::Inpaint {
+                    self.inpaint_qa.on_making_ended();
+                }
                 self.status.info(message);
             }
             Event::JobFailed { job, message } => {
@@ -310,6 +313,9 @@ impl StudioApp {
                 }
                 if job == JobKind::LoadTwin {
                     self.inpaint_qa.on_load_failed(message.clone());
+                }
+                if job == JobKind::Inpaint {
+                    self.inpaint_qa.on_making_ended();
                 }
                 self.status.error(format!("{job:?} failed: {message}"));
             }

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::demo::{DemoConfig, make_demo};
 use crate::project::Project;
@@ -139,6 +139,13 @@ impl Worker {
 
     /// Makes `project` the open one, remembers it for the next start and tells the UI.
     fn set_project(&mut self, project: Project) {
+        if self
+            .inpainting_root()
+            .is_some_and(|root| root != project.root)
+        {
+            // Twins are recorded in the project they were made for: finish with it first.
+            self.stop_inpainting();
+        }
         if let Some(s) = &self.settings
             && let Err(e) = s.remember_project(&project.root)
         {
@@ -156,17 +163,22 @@ impl Worker {
         // steady stream of commands (live generation) must not stall its updates.
         let mut next_poll = Instant::now() + model::FOLLOW_POLL;
         loop {
-            let cmd = if self.following_run() {
-                match commands.recv_deadline(next_poll) {
-                    Ok(cmd) => Some(cmd),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let clock = if self.following_run() {
+                crossbeam_channel::at(next_poll)
             } else {
-                match commands.recv() {
+                crossbeam_channel::never()
+            };
+            let twins = self.twin_messages();
+            let cmd = crossbeam_channel::select! {
+                recv(commands) -> cmd => match cmd {
                     Ok(cmd) => Some(cmd),
                     Err(_) => break,
+                },
+                recv(twins) -> msg => {
+                    self.on_twin(msg.ok());
+                    None
                 }
+                recv(clock) -> _ => None,
             };
             if self.following_run() && Instant::now() >= next_poll {
                 if let Err(e) = self.poll_followed_run() {
@@ -188,7 +200,9 @@ impl Worker {
                 });
             }
         }
-        // A running training saves a checkpoint and stops before the worker ends.
+        // Twins in hand are recorded, and a running training saves a checkpoint, before the
+        // worker ends.
+        self.stop_inpainting();
         self.models.shutdown();
     }
 
@@ -268,6 +282,7 @@ impl Worker {
             Command::StartInpaintTraining(req) => self.start_inpaint_training(*req)?,
             Command::ControlTraining(c) => self.models.control(c),
             Command::ApplyInpaint(req) => self.apply_inpaint(*req)?,
+            Command::CancelInpaint => self.models.cancel_inpainting(),
             Command::LoadTwin { id } => self.load_twin(&id)?,
             Command::SetTwinStatus { ids, status } => self.set_twin_status(&ids, status)?,
             Command::LoadRun(run) => self.load_run(run)?,
@@ -311,7 +326,7 @@ fn job_of(cmd: &Command) -> JobKind {
         Command::StartTraining(_)
         | Command::StartInpaintTraining(_)
         | Command::ControlTraining(_) => JobKind::Train,
-        Command::ApplyInpaint(_) => JobKind::Inpaint,
+        Command::ApplyInpaint(_) | Command::CancelInpaint => JobKind::Inpaint,
         Command::LoadTwin { .. } => JobKind::LoadTwin,
         Command::SetTwinStatus { .. } => JobKind::ReviewTwins,
         Command::LoadRun(_) => JobKind::LoadRun,
@@ -491,5 +506,173 @@ mod tests {
         };
         assert_eq!(result.err().as_deref(), Some("cancelled"));
         assert!(!dir.path().join("report").join("results.json").exists());
+    }
+
+    /// A 64 px demo project whose defect images have no twins, and a tiny inpainting run (two
+    /// steps: twins need a model, not a good one).
+    fn project_needing_twins(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let root = dir.join("project");
+        let cfg = DemoConfig {
+            seed: 3,
+            size: 64,
+            good_per_group: 1,
+            defects_per_class_per_group: 3,
+        };
+        let mut project = make_demo(&root, &cfg, &|_, _| {}).expect("demo");
+        for e in &mut project.manifest.images {
+            e.twin = None;
+        }
+        project.save().expect("save");
+        let groups: Vec<String> = project
+            .manifest
+            .images
+            .iter()
+            .filter(|e| e.role == crate::project::Role::Good)
+            .map(|e| e.group.clone())
+            .collect();
+        let mut config = crate::inpaint::config::InpaintConfig::preset(crate::dtgan::Preset::Tiny);
+        config.steps = 2;
+        config.checkpoint_every = 2;
+        config.log_every = 1;
+        let run = dir.join("inpaint-run");
+        crate::inpaint::train::train_inpaint(
+            &crate::inpaint::train::InpaintTrainRequest {
+                project: root.clone(),
+                groups,
+                run: run.clone(),
+                config,
+                resume: false,
+                max_minutes: None,
+                device: crate::nn::device::DeviceChoice::Cpu,
+            },
+            &crate::dtgan::run::TrainControl::new(),
+            &mut |_| {},
+        )
+        .expect("tiny inpainting run");
+        (root, run)
+    }
+
+    fn apply_request(root: &std::path::Path, run: &std::path::Path) -> Command {
+        Command::ApplyInpaint(Box::new(crate::inpaint::apply::ApplyRequest {
+            run: run.to_path_buf(),
+            project: root.to_path_buf(),
+            class: None,
+            redo_accepted: false,
+            device: crate::nn::device::DeviceChoice::Cpu,
+        }))
+    }
+
+    fn inpainted(p: &Project) -> Vec<&crate::project::ImageEntry> {
+        p.manifest
+            .images
+            .iter()
+            .filter(|e| e.inpaint.is_some())
+            .collect()
+    }
+
+    #[test]
+    fn twins_are_made_on_their_own_thread_and_recorded_by_the_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, run) = project_needing_twins(dir.path());
+        let defects = Project::open(&root)
+            .expect("open")
+            .manifest
+            .images
+            .iter()
+            .filter(|e| e.role == crate::project::Role::Defect)
+            .map(|e| e.id.clone())
+            .collect::<Vec<_>>();
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands
+            .send(Command::OpenProject(root.clone()))
+            .expect("send");
+        h.commands.send(apply_request(&root, &run)).expect("send");
+        // Other work is served while twins are made; a second apply is refused.
+        h.commands
+            .send(Command::LoadImage {
+                id: defects[0].clone(),
+            })
+            .expect("send");
+        h.commands.send(apply_request(&root, &run)).expect("send");
+        let (mut loaded, mut refused, mut counts) = (false, false, Vec::new());
+        let finished = loop {
+            match next_event(&h) {
+                Event::ProjectOpened(p) => counts.push(inpainted(&p).len()),
+                Event::ImageLoaded { id, .. } => loaded |= id == defects[0],
+                Event::JobFailed { job, message } => {
+                    assert_eq!(job, JobKind::Inpaint, "{message}");
+                    assert!(message.contains("already"), "{message}");
+                    refused = true;
+                }
+                Event::JobFinished {
+                    job: JobKind::Inpaint,
+                    message,
+                } => break message,
+                _ => {}
+            }
+        };
+        assert!(loaded && refused, "loaded {loaded}, refused {refused}");
+        // The project is published after each twin, one more each time.
+        assert_eq!(counts.first(), Some(&0));
+        assert_eq!(counts.last(), Some(&defects.len()), "{counts:?}");
+        assert!(counts.windows(2).all(|w| w[1] <= w[0] + 1), "{counts:?}");
+        assert!(
+            finished.starts_with(&format!("{} twins made", defects.len())),
+            "{finished}"
+        );
+        let on_disk = Project::open(&root).expect("reopen");
+        let twins = inpainted(&on_disk);
+        assert_eq!(twins.len(), defects.len());
+        for t in twins {
+            assert_eq!(
+                t.twin_status,
+                Some(crate::project::TwinStatus::PendingReview)
+            );
+            assert!(on_disk.abs(&t.path).is_file());
+        }
+    }
+
+    #[test]
+    fn cancelled_twin_making_keeps_every_twin_it_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, run) = project_needing_twins(dir.path());
+        let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
+        h.commands
+            .send(Command::OpenProject(root.clone()))
+            .expect("send");
+        h.commands.send(apply_request(&root, &run)).expect("send");
+        h.commands.send(Command::CancelInpaint).expect("send");
+        let message = loop {
+            match next_event(&h) {
+                Event::JobFinished {
+                    job: JobKind::Inpaint,
+                    message,
+                } => break message,
+                Event::JobFailed {
+                    job: JobKind::Inpaint,
+                    message,
+                } => {
+                    panic!("{message}")
+                }
+                _ => {}
+            }
+        };
+        assert!(
+            message.contains("cancelled") || message.contains("twins made"),
+            "{message}"
+        );
+        // Every twin image written is in the manifest (timing decides how many there are).
+        let on_disk = Project::open(&root).expect("reopen");
+        fn files_under(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |d| {
+                d.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() { files_under(&p) } else { 1 }
+                    })
+                    .sum()
+            })
+        }
+        assert_eq!(inpainted(&on_disk).len(), files_under(&root.join("twins")));
     }
 }

@@ -15,7 +15,9 @@ use crate::dtgan::run::{RunWatch, TrainControl, TrainEvent, TrainOutcome};
 use crate::dtgan::train::{TrainRequest, train};
 use crate::eval::experiment::{EvalRequest, evaluate};
 use crate::imaging::io::{save_mask, save_png};
-use crate::inpaint::apply::{ApplyRequest, apply_project, set_twin_status};
+use crate::inpaint::apply::{
+    ApplyRequest, ApplySummary, InpaintError, TwinMaker, plan_twins, record_twin, set_twin_status,
+};
 use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
 use crate::project::{ImageEntry, Project, Provenance, RelPath, Role, TwinStatus};
 use crate::protocol::{Event, JobKind, TrainingControl};
@@ -26,8 +28,41 @@ pub(super) struct Models {
     training: Option<(TrainControl, JoinHandle<()>)>,
     evaluation: Option<(TrainControl, JoinHandle<()>)>,
     generator: Option<(PathBuf, DefectGenerator)>,
+    /// Twins being made.
+    inpainting: Option<Inpainting>,
     /// The run opened with LoadRun, followed live while another process may write it.
     following: Option<RunWatch>,
+}
+
+/// Twins the making thread may have ready before it waits for the worker to record them.
+const TWIN_QUEUE: usize = 4;
+
+/// From the twin-making thread to the worker.
+pub(super) enum TwinMsg {
+    /// A twin whose image is written; the worker records it.
+    Made {
+        /// The defect image it is the twin of.
+        defect: String,
+        /// Its manifest entry.
+        twin: Box<ImageEntry>,
+    },
+    /// The thread's last word: how many twins it made, or why it stopped.
+    Ended(Result<usize, InpaintError>),
+}
+
+/// A running twin-making job.
+pub(super) struct Inpainting {
+    control: TrainControl,
+    thread: JoinHandle<()>,
+    messages: crossbeam_channel::Receiver<TwinMsg>,
+    /// The project it works for.
+    root: PathBuf,
+    /// The inpainting run it uses.
+    run: PathBuf,
+    /// What was skipped, counted when it started.
+    summary: ApplySummary,
+    /// Why a made twin could not be recorded (the job is stopped then).
+    failure: Option<String>,
 }
 
 /// How often a followed run folder is checked for new metrics and samples.
@@ -50,6 +85,13 @@ impl Models {
     pub(super) fn cancel_evaluation(&self) {
         if let Some((control, _)) = &self.evaluation {
             control.stop();
+        }
+    }
+
+    /// Asks the twin-making thread to stop after the twin in hand.
+    pub(super) fn cancel_inpainting(&self) {
+        if let Some(i) = &self.inpainting {
+            i.control.stop();
         }
     }
 
@@ -162,29 +204,151 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes inpainted twins (progress as it goes), then reloads the project it changed.
+    /// Starts making inpainted twins on their own thread. The thread writes the twins' images
+    /// and hands each twin to the worker ([`Worker::on_twin`]), which records it in the open
+    /// project and saves the manifest: the project has one writer, and the worker keeps serving
+    /// the other panes meanwhile.
     pub(super) fn apply_inpaint(&mut self, mut req: ApplyRequest) -> anyhow::Result<()> {
+        if self.models.inpainting.is_some() {
+            anyhow::bail!("twins are being made already; wait for them or cancel");
+        }
         let project = self.project.as_ref().context("no project is open")?;
         req.project = project.root.clone();
+        let mut summary = ApplySummary::default();
+        let todo = plan_twins(project, &req, &mut summary);
+        let snapshot = project.clone();
+        let (tx, rx) = crossbeam_channel::bounded(TWIN_QUEUE);
         let sink = self.sink.clone();
-        let summary = apply_project(
-            &req,
-            &mut |d, t| sink.progress(JobKind::Inpaint, d, t),
-            &|| false,
-        );
-        // Twins made before a failure are in the manifest on disk: show them either way.
-        let reloaded = Project::open(&req.project)
-            .with_context(|| format!("reopening {}", req.project.display()))?;
-        self.set_project(reloaded);
-        let s = summary.with_context(|| format!("inpainting with {}", req.run.display()))?;
-        self.sink.send(Event::JobFinished {
-            job: JobKind::Inpaint,
-            message: format!(
-                "{} twins made, pending review ({} with a real template, {} accepted before); {} above the seam threshold {:.2}",
-                s.made, s.real_twin, s.accepted, s.flagged, s.threshold
-            ),
+        let (run, root) = (req.run.clone(), req.project.clone());
+        let (control, thread) = spawn_controlled("studio-inpaint", "inpainting", move |control| {
+            let made = TwinMaker::new(&req, snapshot).and_then(|maker| {
+                maker.make_all(
+                    &todo,
+                    &mut |d, t| sink.progress(JobKind::Inpaint, d, t),
+                    &|| control.is_stopped(),
+                    &mut |defect, twin| {
+                        tx.send(TwinMsg::Made {
+                            defect: defect.to_owned(),
+                            twin: Box::new(twin),
+                        })
+                        .map_err(|_| InpaintError::Cancelled)
+                    },
+                )
+            });
+            let _ = tx.send(TwinMsg::Ended(made));
+        })?;
+        self.models.inpainting = Some(Inpainting {
+            control,
+            thread,
+            messages: rx,
+            root,
+            run,
+            summary,
+            failure: None,
         });
         Ok(())
+    }
+
+    /// What the twin-making thread sends, if one runs (else a channel that never delivers).
+    pub(super) fn twin_messages(&self) -> crossbeam_channel::Receiver<TwinMsg> {
+        self.models
+            .inpainting
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |i| i.messages.clone())
+    }
+
+    /// Records a twin the thread made, or ends the job when the thread is done (`None`: it
+    /// stopped without a word).
+    pub(super) fn on_twin(&mut self, msg: Option<TwinMsg>) {
+        match msg {
+            Some(TwinMsg::Made { defect, twin }) => {
+                if let Err(e) = self.record_made_twin(&defect, *twin)
+                    && let Some(job) = &mut self.models.inpainting
+                {
+                    // Stop making twins that cannot be kept; the end reports why.
+                    job.control.stop();
+                    job.failure.get_or_insert(crate::describe(&e));
+                }
+            }
+            Some(TwinMsg::Ended(result)) => self.end_inpainting(Some(result)),
+            None => self.end_inpainting(None),
+        }
+    }
+
+    fn record_made_twin(&mut self, defect: &str, twin: ImageEntry) -> anyhow::Result<()> {
+        let Some(job) = &self.models.inpainting else {
+            return Ok(());
+        };
+        let project = self.project.as_mut().context("no project is open")?;
+        if project.root != job.root {
+            // Another project was opened: the twin's image is written, its record is not.
+            anyhow::bail!(
+                "the twin of {defect} belongs to {}, which is no longer open",
+                job.root.display()
+            );
+        }
+        record_twin(project, defect, twin)?;
+        project.save()?;
+        self.publish_project();
+        Ok(())
+    }
+
+    /// Stops the twin-making thread after the twin in hand and records what it made.
+    pub(super) fn stop_inpainting(&mut self) {
+        self.models.cancel_inpainting();
+        while self.models.inpainting.is_some() {
+            let msg = self.twin_messages().recv().ok();
+            self.on_twin(msg);
+        }
+    }
+
+    /// The root of the project twins are being made for, if any.
+    pub(super) fn inpainting_root(&self) -> Option<&Path> {
+        self.models.inpainting.as_ref().map(|i| i.root.as_path())
+    }
+
+    fn end_inpainting(&mut self, result: Option<Result<usize, InpaintError>>) {
+        let Some(job) = self.models.inpainting.take() else {
+            return;
+        };
+        let _ = job.thread.join();
+        let mut s = job.summary;
+        let project = self.project.as_ref().filter(|p| p.root == job.root);
+        let (job_kind, run) = (JobKind::Inpaint, job.run.display());
+        if let Some(failure) = job.failure {
+            self.sink.send(Event::JobFailed {
+                job: job_kind,
+                message: format!("inpainting with {run}: {failure}"),
+            });
+            return;
+        }
+        match result {
+            Some(Ok(made)) => {
+                s.made = made;
+                if let Some(p) = project {
+                    s.score_seams(p);
+                }
+                self.sink.send(Event::JobFinished {
+                    job: job_kind,
+                    message: format!(
+                        "{} twins made, pending review ({} with a real template, {} accepted before); {} above the seam threshold {:.2}",
+                        s.made, s.real_twin, s.accepted, s.flagged, s.threshold
+                    ),
+                });
+            }
+            Some(Err(InpaintError::Cancelled)) => self.sink.send(Event::JobFinished {
+                job: job_kind,
+                message: "twin making cancelled; the twins made so far are kept".into(),
+            }),
+            Some(Err(e)) => self.sink.send(Event::JobFailed {
+                job: job_kind,
+                message: format!("inpainting with {run}: {e}"),
+            }),
+            None => self.sink.send(Event::JobFailed {
+                job: job_kind,
+                message: format!("inpainting with {run}: the thread stopped unexpectedly"),
+            }),
+        }
     }
 
     /// Sends a twin with its defect image and box mask.

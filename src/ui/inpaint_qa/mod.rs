@@ -137,6 +137,8 @@ struct MakeForm {
     /// `None` = every class.
     class: Option<String>,
     picker: FolderPicker<()>,
+    /// Twins are being made (sent, and no end reported yet).
+    making: bool,
 }
 
 /// State of the Inpaint QA pane.
@@ -309,6 +311,11 @@ impl InpaintQaPane {
     /// Loading the requested twin failed.
     pub fn on_load_failed(&mut self, message: String) {
         self.failed = Some((self.requested.take(), message));
+    }
+
+    /// Making twins ended (finished, cancelled or failed).
+    pub fn on_making_ended(&mut self) {
+        self.form.making = false;
     }
 
     /// Draws the pane.
@@ -502,6 +509,19 @@ impl InpaintQaPane {
                         ui.selectable_value(&mut form.class, Some(c.clone()), c);
                     }
                 });
+            if form.making {
+                if ui
+                    .button("Cancel")
+                    .on_hover_text("Stop after the twin in hand; the twins made are kept")
+                    .clicked()
+                {
+                    match cx.commands.send(Command::CancelInpaint) {
+                        Ok(()) => cx.status.info("stopping after the twin in hand…"),
+                        Err(_) => cx.status.error("the worker is busy; try again"),
+                    }
+                }
+                return;
+            }
             let ready = !form.run.trim().is_empty() && cx.project.is_some();
             let make = ui
                 .add_enabled(ready, egui::Button::new("Make twins"))
@@ -517,7 +537,10 @@ impl InpaintQaPane {
                     device: DeviceChoice::Auto,
                 };
                 match cx.commands.send(Command::ApplyInpaint(Box::new(req))) {
-                    Ok(()) => cx.status.info("making twins…"),
+                    Ok(()) => {
+                        form.making = true;
+                        cx.status.info("making twins…");
+                    }
                     Err(_) => cx.status.error("the worker is busy; try again"),
                 }
             }
