@@ -6,9 +6,9 @@
 //! global average pooling gives the `4w` penultimate features, and a fully connected layer the
 //! logits. Residual branches are scaled by a learned gate that starts at 0 (so the network starts
 //! as a plain stack and needs no batch norm). Each patch is standardised (mean 0, deviation 1)
-//! first. Training: Adam with a short warm-up and cosine decay, cross-entropy, random flips and
-//! quarter turns of every patch; every random draw derives from the seed, so a seed gives the
-//! same weights bit for bit.
+//! first. Training: Adam with a short warm-up and cosine decay, cross-entropy (optionally
+//! class-balanced), random flips and quarter turns of every patch; every random draw derives
+//! from the seed, so a seed gives the same weights bit for bit.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -36,6 +36,10 @@ pub struct ClassifierConfig {
     pub batch_size: usize,
     /// Adam learning rate.
     pub lr: f64,
+    /// Weigh each class's examples by `n / (classes * n_class)` in the loss, so that every class
+    /// counts alike however many examples it has (reports from before this field: unweighted).
+    #[serde(default)]
+    pub balanced: bool,
 }
 
 impl ClassifierConfig {
@@ -264,6 +268,7 @@ impl Classifier {
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 1));
         let per_epoch = train.len().div_ceil(cfg.batch_size);
         let steps = per_epoch * cfg.epochs;
+        let class_weight = class_weights(classes, train, cfg.balanced);
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut step = 0;
         for _ in 0..cfg.epochs {
@@ -285,7 +290,8 @@ impl Classifier {
                 opt.set_lr(lr);
                 let x = patch_tensor(patches.iter(), device).map_err(err)?;
                 let y = Tensor::new(labels.as_slice(), device).map_err(err)?;
-                let loss = candle_nn::loss::cross_entropy(&net.logits(&x).map_err(err)?, &y)
+                let w: Vec<f32> = labels.iter().map(|&l| class_weight[l as usize]).collect();
+                let loss = weighted_cross_entropy(&net.logits(&x).map_err(err)?, &y, &w)
                     .map_err(err)?;
                 opt.backward_step(&loss).map_err(err)?;
                 let value = loss.to_scalar::<f32>().map_err(err)? as f64;
@@ -346,6 +352,42 @@ impl Classifier {
     }
 }
 
+/// Each class's loss weight: `n / (classes * n_class)` when `balanced` (a class absent from
+/// `train` gets 0), else 1.
+pub fn class_weights(classes: usize, train: &[Example], balanced: bool) -> Vec<f32> {
+    if !balanced {
+        return vec![1.0; classes];
+    }
+    let mut count = vec![0usize; classes];
+    for e in train {
+        count[e.label] += 1;
+    }
+    count
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                train.len() as f32 / (classes * c) as f32
+            }
+        })
+        .collect()
+}
+
+/// Cross-entropy of `logits` (batch x classes) against `labels`, each row weighted by
+/// `weights[row]`: the weighted mean `sum(w * nll) / sum(w)`, as PyTorch's weighted loss.
+pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: &[f32],
+) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, 1)?;
+    let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let w = Tensor::new(weights, logits.device())?.to_dtype(logits.dtype())?;
+    let total: f32 = weights.iter().sum();
+    (picked * w)?.sum_all()?.neg()? / total.max(f32::MIN_POSITIVE) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +424,7 @@ mod tests {
             epochs: 20,
             batch_size: 16,
             lr: 1e-2,
+            balanced: false,
         }
     }
 
@@ -438,6 +481,97 @@ mod tests {
             panic!("a label out of range must be refused");
         };
         assert!(e.contains("label 3"), "{e}");
+    }
+
+    #[test]
+    fn balanced_weights_make_every_class_count_alike() {
+        let ex = |label| Example {
+            patch: GrayImage::new(1, 1),
+            label,
+        };
+        let train: Vec<Example> = [0, 0, 1, 1, 1, 1, 1, 1].into_iter().map(ex).collect();
+        let w = class_weights(3, &train, true);
+        assert!((w[0] - 8.0 / 6.0).abs() < 1e-6 && (w[1] - 8.0 / 18.0).abs() < 1e-6);
+        assert_eq!(w[2], 0.0, "an absent class");
+        assert_eq!(class_weights(3, &train, false), vec![1.0; 3]);
+
+        // The balanced loss is the mean over classes of each class's mean loss.
+        let device = Device::Cpu;
+        let logits = Tensor::new(
+            &[
+                [2.0f32, 0.5, -1.0],
+                [0.1, 0.2, 0.3],
+                [1.0, -2.0, 0.0],
+                [0.0, 3.0, 1.0],
+                [-1.0, 1.0, 0.5],
+                [0.3, 0.3, 2.0],
+                [1.5, -0.5, 0.2],
+                [0.0, 0.0, 0.0],
+            ],
+            &device,
+        )
+        .expect("logits");
+        let labels: Vec<u32> = train.iter().map(|e| e.label as u32).collect();
+        let y = Tensor::new(labels.as_slice(), &device).expect("labels");
+        let rows: Vec<f32> = labels.iter().map(|&l| w[l as usize]).collect();
+        let balanced = weighted_cross_entropy(&logits, &y, &rows)
+            .and_then(|t| t.to_scalar::<f32>())
+            .expect("loss");
+        let logp = candle_nn::ops::log_softmax(&logits, 1)
+            .and_then(|t| t.to_vec2::<f32>())
+            .expect("log p");
+        let class_mean = |c: u32| {
+            let v: Vec<f32> = (0..8)
+                .filter(|&i| labels[i] == c)
+                .map(|i| -logp[i][c as usize])
+                .collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        let want = (class_mean(0) + class_mean(1)) / 2.0;
+        assert!((balanced - want).abs() < 1e-5, "{balanced} vs {want}");
+        // Equal weights give the plain cross-entropy.
+        let plain = candle_nn::loss::cross_entropy(&logits, &y)
+            .and_then(|t| t.to_scalar::<f32>())
+            .expect("plain");
+        let equal = weighted_cross_entropy(&logits, &y, &[1.0; 8])
+            .and_then(|t| t.to_scalar::<f32>())
+            .expect("equal");
+        assert!((plain - equal).abs() < 1e-6, "{plain} vs {equal}");
+    }
+
+    /// The weighted loss's gradient (log-softmax, gather, weights) against central differences.
+    #[test]
+    fn weighted_cross_entropy_gradient_matches_finite_differences() {
+        let device = Device::Cpu;
+        let values = [0.3f64, -1.2, 0.8, 2.0, 0.1, -0.4, -0.7, 1.1, 0.0];
+        let labels = Tensor::new(&[2u32, 0, 1], &device).expect("labels");
+        let weights = [0.5f32, 2.0, 1.25];
+        let loss_at = |v: &[f64]| -> f64 {
+            let x = Tensor::from_slice(v, (3, 3), &device).expect("x");
+            let l = weighted_cross_entropy(&x, &labels, &weights).expect("loss");
+            l.to_scalar::<f64>().expect("scalar")
+        };
+        let var = candle_core::Var::from_slice(&values, (3, 3), &device).expect("var");
+        let loss = weighted_cross_entropy(var.as_tensor(), &labels, &weights).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let g = grads
+            .get(var.as_tensor())
+            .expect("a gradient")
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("grad");
+        let h = 1e-6;
+        for i in 0..values.len() {
+            let (mut up, mut down) = (values, values);
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (loss_at(&up) - loss_at(&down)) / (2.0 * h);
+            assert!(
+                (numeric - g[i]).abs() < 1e-6,
+                "d/dx{i}: analytic {} numeric {numeric}",
+                g[i]
+            );
+        }
     }
 
     #[test]

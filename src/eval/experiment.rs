@@ -92,6 +92,7 @@ impl EvalConfig {
                         epochs: 1,
                         batch_size: 16,
                         lr: 3e-3,
+                        balanced: true,
                     },
                     20,
                 )
@@ -104,6 +105,7 @@ impl EvalConfig {
                         epochs: 24,
                         batch_size: 32,
                         lr: 1e-2,
+                        balanced: true,
                     },
                     100,
                 )
@@ -114,6 +116,7 @@ impl EvalConfig {
                     epochs: 30,
                     batch_size: 64,
                     lr: 1e-3,
+                    balanced: true,
                 },
                 5000,
             ),

@@ -186,11 +186,16 @@ pub fn markdown(r: &EvalResults) -> String {
     let c = &r.config.classifier;
     let _ = writeln!(
         s,
-        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}; preset `{}`.",
+        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}, {}; preset `{}`.",
         c.width,
         c.epochs,
         c.batch_size,
         c.lr,
+        if c.balanced {
+            "class-balanced loss (each class weighted by n / (classes x its count))"
+        } else {
+            "unweighted loss"
+        },
         r.config.preset.name()
     );
     let t = &r.timing;
