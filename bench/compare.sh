@@ -3,6 +3,8 @@
 # PyTorch (bench/torch_nets.py), run back to back in alternating rounds on the same machine.
 #
 #   bench/compare.sh [ROUNDS] [PYTHON]        # PYTHON: an interpreter with torch installed
+#   DEVICE=cuda DTGAN_STUDIO_BIN=target-cuda/release/dtgan-studio bench/compare.sh
+#                                             # the CUDA build against PyTorch on the GPU
 #
 # Prints, per configuration, the median over rounds of each contender's median step time.
 set -euo pipefail
@@ -11,16 +13,22 @@ rounds=${1:-3}
 py=${2:-python3}
 bin=${DTGAN_STUDIO_BIN:-target/release/dtgan-studio}
 threads=${THREADS:-2}
+device=${DEVICE:-cpu}
+if [ "$device" = cpu ]; then kernels=(fast candle); else kernels=(cuda); fi
 configs=("generator 256 1" "generator 128 4" "critic 256 1" "critic 128 4")
 out=$(mktemp)
 for ((r = 1; r <= rounds; r++)); do
     for c in "${configs[@]}"; do
         read -r net size batch <<<"$c"
         args=(--net "$net" --size "$size" --batch "$batch" --steps 5 --json)
-        for kernel in fast candle; do
-            RAYON_NUM_THREADS=$threads "$bin" bench "${args[@]}" --kernel "$kernel" >>"$out"
+        for kernel in "${kernels[@]}"; do
+            if [ "$kernel" = cuda ]; then
+                "$bin" bench "${args[@]}" --device cuda >>"$out"
+            else
+                RAYON_NUM_THREADS=$threads "$bin" bench "${args[@]}" --kernel "$kernel" >>"$out"
+            fi
         done
-        "$py" bench/torch_nets.py "${args[@]}" --threads "$threads" >>"$out"
+        "$py" bench/torch_nets.py "${args[@]}" --threads "$threads" --device "$device" >>"$out"
     done
 done
 python3 - "$out" <<'PY'
