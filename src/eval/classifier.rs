@@ -291,8 +291,8 @@ impl Classifier {
                 let x = patch_tensor(patches.iter(), device).map_err(err)?;
                 let y = Tensor::new(labels.as_slice(), device).map_err(err)?;
                 let w: Vec<f32> = labels.iter().map(|&l| class_weight[l as usize]).collect();
-                let loss = weighted_cross_entropy(&net.logits(&x).map_err(err)?, &y, &w)
-                    .map_err(err)?;
+                let loss =
+                    weighted_cross_entropy(&net.logits(&x).map_err(err)?, &y, &w).map_err(err)?;
                 opt.backward_step(&loss).map_err(err)?;
                 let value = loss.to_scalar::<f32>().map_err(err)? as f64;
                 if !value.is_finite() {
