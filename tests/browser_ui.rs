@@ -2,22 +2,18 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::Receiver;
 use dtgan_studio::imaging::rect::Rect;
 use dtgan_studio::project::{ImageEntry, Project, Region, RelPath, Role};
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::browser::BrowserPane;
-use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-struct State {
-    browser: BrowserPane,
-    project: Arc<Project>,
-    selection: Selection,
-    status: StatusLine,
-    commands: CommandSender,
-}
+mod common;
+use common::panes::{PaneState, pane_harness};
+
+type State = PaneState<BrowserPane>;
 
 /// A project of 3 good images in group `a`, 2 defect images (`spot`, `line`) in group `b`.
 fn project(dir: &std::path::Path) -> Project {
@@ -50,37 +46,20 @@ fn project(dir: &std::path::Path) -> Project {
 }
 
 fn harness(dir: &std::path::Path) -> (Harness<'static, State>, Receiver<Command>) {
-    let (tx, rx) = bounded(16);
-    let state = State {
-        browser: BrowserPane::default(),
-        project: Arc::new(project(dir)),
-        selection: Selection::default(),
-        status: StatusLine::default(),
-        commands: CommandSender::new(tx),
-    };
-    let h = Harness::builder()
-        .with_size(egui::vec2(1100.0, 700.0))
-        .build_ui_state(
-            |ui, s: &mut State| {
-                let mut cx = PaneContext {
-                    project: Some(&s.project),
-                    selection: &mut s.selection,
-                    commands: &s.commands,
-                    status: &mut s.status,
-                };
-                s.browser.ui(ui, &mut cx);
-            },
-            state,
-        );
-    (h, rx)
+    pane_harness(
+        BrowserPane::default(),
+        Some(Arc::new(project(dir))),
+        egui::vec2(1100.0, 700.0),
+        BrowserPane::ui,
+    )
 }
 
 fn listed_ids(h: &Harness<'_, State>) -> Vec<String> {
     let s = h.state();
-    s.browser
+    s.pane
         .listed()
         .iter()
-        .map(|&i| s.project.manifest.images[i].id.clone())
+        .map(|&i| s.project().manifest.images[i].id.clone())
         .collect()
 }
 

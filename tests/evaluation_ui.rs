@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::Receiver;
 use dtgan_studio::dtgan::Preset;
 use dtgan_studio::eval::experiment::{
     CASES, CaseResult, DataInfo, EvalConfig, EvalEvent, EvalResults, Realism, SeedResult, Timing,
@@ -14,17 +14,13 @@ use dtgan_studio::eval::metrics::{Confusion, MeanSd};
 use dtgan_studio::project::{ImageEntry, Project, RelPath, Role};
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::evaluation::EvaluationPane;
-use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-struct State {
-    pane: EvaluationPane,
-    project: Arc<Project>,
-    selection: Selection,
-    status: StatusLine,
-    commands: CommandSender,
-}
+mod common;
+use common::panes::{PaneState, pane_harness};
+
+type State = PaneState<EvaluationPane>;
 
 fn project(dir: &std::path::Path) -> Project {
     let mut p = Project::open_or_create(dir).expect("create project");
@@ -43,28 +39,12 @@ fn project(dir: &std::path::Path) -> Project {
 }
 
 fn harness(dir: &std::path::Path) -> (Harness<'static, State>, Receiver<Command>) {
-    let (tx, rx) = bounded(16);
-    let state = State {
-        pane: EvaluationPane::new(),
-        project: Arc::new(project(dir)),
-        selection: Selection::default(),
-        status: StatusLine::default(),
-        commands: CommandSender::new(tx),
-    };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1000.0, 1400.0))
-        .build_ui_state(
-            |ui, s: &mut State| {
-                let mut cx = PaneContext {
-                    project: Some(&s.project),
-                    selection: &mut s.selection,
-                    commands: &s.commands,
-                    status: &mut s.status,
-                };
-                s.pane.ui(ui, &mut cx);
-            },
-            state,
-        );
+    let (mut h, rx) = pane_harness(
+        EvaluationPane::new(),
+        Some(Arc::new(project(dir))),
+        egui::vec2(1000.0, 1400.0),
+        EvaluationPane::ui,
+    );
     h.run_steps(2);
     (h, rx)
 }

@@ -3,27 +3,23 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::Receiver;
 use dtgan_studio::imaging::rect::Rect;
 use dtgan_studio::project::{ImageEntry, InpaintInfo, Project, RelPath, Role, TwinStatus};
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::inpaint_qa::InpaintQaPane;
-use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
 use egui::{Event, Key, Modifiers, PointerButton, Pos2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+
+mod common;
+use common::panes::{PaneState, pane_harness};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
 const W: u32 = 32;
 const H: u32 = 24;
 
-struct State {
-    pane: InpaintQaPane,
-    project: Arc<Project>,
-    selection: Selection,
-    status: StatusLine,
-    commands: CommandSender,
-}
+type State = PaneState<InpaintQaPane>;
 
 /// (twin id, defect id, seam, status): the outlier threshold of these seams is about 1.54, so
 /// only `t-bad` is flagged.
@@ -70,28 +66,12 @@ fn project(dir: &std::path::Path) -> Project {
 }
 
 fn harness(dir: &std::path::Path) -> (Harness<'static, State>, Receiver<Command>) {
-    let (tx, rx) = bounded(16);
-    let state = State {
-        pane: InpaintQaPane::new(),
-        project: Arc::new(project(dir)),
-        selection: Selection::default(),
-        status: StatusLine::default(),
-        commands: CommandSender::new(tx),
-    };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .build_ui_state(
-            |ui, s: &mut State| {
-                let mut cx = PaneContext {
-                    project: Some(&s.project),
-                    selection: &mut s.selection,
-                    commands: &s.commands,
-                    status: &mut s.status,
-                };
-                s.pane.ui(ui, &mut cx);
-            },
-            state,
-        );
+    let (mut h, rx) = pane_harness(
+        InpaintQaPane::new(),
+        Some(Arc::new(project(dir))),
+        egui::vec2(1200.0, 800.0),
+        InpaintQaPane::ui,
+    );
     h.run_steps(2);
     (h, rx)
 }
@@ -402,7 +382,7 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
         })
         .expect("ApplyInpaint sent");
     assert_eq!(req.run, std::path::PathBuf::from("/runs/inpaint-1"));
-    assert_eq!(req.project, h.state().project.root);
+    assert_eq!(req.project, h.state().project().root);
     assert_eq!(req.class.as_deref(), Some("spot"));
     assert!(!req.redo_accepted);
 
@@ -431,13 +411,13 @@ fn a_new_project_from_the_worker_refreshes_statuses() {
             .is_some()
     );
     // What the worker does after `SetTwinStatus`: save and send the new project.
-    let mut saved = (*h.state().project).clone();
+    let mut saved = (**h.state().project()).clone();
     for e in &mut saved.manifest.images {
         if e.id == "t-bad" {
             e.twin_status = Some(TwinStatus::Rejected);
         }
     }
-    h.state_mut().project = Arc::new(saved);
+    h.state_mut().project = Some(Arc::new(saved));
     h.run_steps(2);
     assert!(
         h.query_by_label("2 pending, 1 accepted, 2 rejected")

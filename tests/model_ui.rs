@@ -4,24 +4,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::Receiver;
 use dtgan_studio::demo::{DemoConfig, make_demo};
 use dtgan_studio::dtgan::run::{StepMetrics, TrainEvent};
 use dtgan_studio::project::Project;
 use dtgan_studio::protocol::{Command, TrainingControl};
 use dtgan_studio::ui::generation::GenerationPane;
 use dtgan_studio::ui::training::{RunState, TrainingPane};
-use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-struct State<P> {
-    pane: P,
-    selection: Selection,
-    status: StatusLine,
-    commands: CommandSender,
-    project: Option<Arc<Project>>,
-}
+mod common;
+use common::panes::{DrawPane, PaneState, pane_harness};
 
 fn demo_project(dir: &std::path::Path) -> Arc<Project> {
     let cfg = DemoConfig {
@@ -36,31 +30,9 @@ fn demo_project(dir: &std::path::Path) -> Arc<Project> {
 fn harness<P: 'static>(
     pane: P,
     project: Arc<Project>,
-    ui: fn(&mut P, &mut egui::Ui, &mut PaneContext),
-) -> (Harness<'static, State<P>>, Receiver<Command>) {
-    let (tx, rx) = bounded(16);
-    let state = State {
-        pane,
-        selection: Selection::default(),
-        status: StatusLine::default(),
-        commands: CommandSender::new(tx),
-        project: Some(project),
-    };
-    let h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(
-            move |egui_ui, s: &mut State<P>| {
-                let mut cx = PaneContext {
-                    project: s.project.as_ref(),
-                    selection: &mut s.selection,
-                    commands: &s.commands,
-                    status: &mut s.status,
-                };
-                ui(&mut s.pane, egui_ui, &mut cx);
-            },
-            state,
-        );
-    (h, rx)
+    ui: DrawPane<P>,
+) -> (Harness<'static, PaneState<P>>, Receiver<Command>) {
+    pane_harness(pane, Some(project), egui::vec2(1400.0, 900.0), ui)
 }
 
 fn metrics(step: u64, l1: f64) -> StepMetrics {

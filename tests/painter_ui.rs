@@ -3,27 +3,24 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::Receiver;
 use dtgan_studio::project::Project;
 use dtgan_studio::project::manifest::Manifest;
 use dtgan_studio::protocol::Command;
+use dtgan_studio::ui::Selection;
 use dtgan_studio::ui::painter::PainterPane;
-use dtgan_studio::ui::{CommandSender, PaneContext, Selection, StatusLine};
 use egui::{Event, Key, Modifiers, PointerButton, Pos2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use image::{GrayImage, Luma, RgbImage};
 
+mod common;
+use common::panes::{PaneState, pane_harness_with};
+
 const W: u32 = 64;
 const H: u32 = 48;
 
-struct State {
-    pane: PainterPane,
-    selection: Selection,
-    status: StatusLine,
-    commands: CommandSender,
-    project: Option<Arc<Project>>,
-}
+type State = PaneState<PainterPane>;
 
 fn picture() -> Arc<RgbImage> {
     Arc::new(RgbImage::from_fn(W, H, |x, y| {
@@ -41,35 +38,21 @@ fn setup_full(
     capacity: usize,
     project: Option<Arc<Project>>,
 ) -> (Harness<'static, State>, Receiver<Command>) {
-    let (tx, rx) = bounded(capacity);
     let mut pane = PainterPane::new();
     pane.set_image("a".into(), picture(), mask, GrayImage::new(W, H));
-    let state = State {
-        pane,
-        selection: Selection {
-            current: Some("a".into()),
-            order: vec!["a".into(), "b".into(), "c".into()],
-            ..Default::default()
-        },
-        status: StatusLine::default(),
-        commands: CommandSender::new(tx),
-        project,
+    let selection = Selection {
+        current: Some("a".into()),
+        order: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
     };
-    let harness = Harness::builder()
-        .with_size(egui::vec2(1200.0, 900.0))
-        .build_ui_state(
-            |ui, s: &mut State| {
-                let mut cx = PaneContext {
-                    project: s.project.as_ref(),
-                    selection: &mut s.selection,
-                    commands: &s.commands,
-                    status: &mut s.status,
-                };
-                s.pane.ui(ui, &mut cx);
-            },
-            state,
-        );
-    (harness, rx)
+    pane_harness_with(
+        pane,
+        project,
+        selection,
+        egui::vec2(1200.0, 900.0),
+        capacity,
+        PainterPane::ui,
+    )
 }
 
 fn setup() -> (Harness<'static, State>, Receiver<Command>) {

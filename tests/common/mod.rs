@@ -1,7 +1,9 @@
-//! Helpers shared by the integration tests that drive the command line.
+//! Helpers shared by the integration tests: the command line's, and the panes' harness.
 
 // Each test crate uses its own subset of these.
 #![allow(dead_code)]
+
+pub mod panes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
