@@ -140,6 +140,10 @@ fn run_sends_the_form_and_cancel_stops_it() {
     assert_eq!(req.seeds, 5);
     assert_eq!(req.source_groups, ["a", "b"]);
     assert_eq!(req.out, dir.path().join("evaluations"));
+    assert_eq!(
+        req.dtgan_run, None,
+        "no run given: the evaluation trains one"
+    );
     assert!(h.state().pane.is_running());
 
     // Live progress shows the stage and the finished seeds.
@@ -204,4 +208,24 @@ fn run_without_a_report_folder_says_so() {
     );
     assert_eq!(h.state().pane.error(), Some("choose a report folder"));
     h.get_by_label("choose a report folder");
+}
+
+#[test]
+fn a_dtgan_trained_elsewhere_is_used_instead_of_training_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut h, rx) = harness(dir.path());
+    h.get_by_label("DTGAN run").click();
+    h.run_steps(1);
+    h.get_by_label("DTGAN run").type_text("/server/runs/open");
+    h.run_steps(2);
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    let req = rx
+        .try_iter()
+        .find_map(|c| match c {
+            Command::StartEvaluation(r) => Some(r),
+            _ => None,
+        })
+        .expect("StartEvaluation sent");
+    assert_eq!(req.dtgan_run, Some(PathBuf::from("/server/runs/open")));
 }

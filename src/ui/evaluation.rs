@@ -24,6 +24,7 @@ enum Pick {
     Test,
     Out,
     Report,
+    Dtgan,
 }
 
 /// The Evaluation pane.
@@ -46,6 +47,8 @@ pub struct EvaluationPane {
     pub preset: Preset,
     /// DTGAN time limit, minutes (0: none).
     pub max_minutes: f64,
+    /// An existing DTGAN run folder or checkpoint to use instead of training one (empty: train).
+    pub dtgan_run: String,
     /// Comma-separated source groups.
     pub source_groups: String,
     /// Comma-separated test groups.
@@ -95,6 +98,7 @@ impl EvaluationPane {
             seeds: 5,
             preset: Preset::Cpu,
             max_minutes: 15.0,
+            dtgan_run: String::new(),
             source_groups: String::new(),
             test_groups: String::new(),
             defaults_for: None,
@@ -147,7 +151,9 @@ impl EvaluationPane {
             seed: 0,
             config: EvalConfig::preset(self.preset),
             max_minutes: (self.max_minutes > 0.0).then_some(self.max_minutes),
-            dtgan_run: None,
+            dtgan_run: Some(self.dtgan_run.trim())
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from),
             out: PathBuf::from(self.out_dir.trim()),
             device: DeviceChoice::Auto,
         })
@@ -292,8 +298,17 @@ impl EvaluationPane {
                         .response
                         .labelled_by(l.id);
                     ui.end_row();
+                    Self::folder_row(
+                        ui,
+                        &mut self.picker,
+                        "DTGAN run",
+                        &mut self.dtgan_run,
+                        Pick::Dtgan,
+                        "optional: a run trained elsewhere (a GPU server); empty: train one",
+                    );
                     let l = ui.label("DTGAN minutes");
-                    ui.add(
+                    ui.add_enabled(
+                        self.dtgan_run.trim().is_empty(),
                         egui::DragValue::new(&mut self.max_minutes)
                             .range(0.0..=10_000.0)
                             .suffix(" min"),
@@ -361,6 +376,7 @@ impl EvaluationPane {
                 Pick::Train => self.train_dir = s,
                 Pick::Test => self.test_dir = s,
                 Pick::Out => self.out_dir = s,
+                Pick::Dtgan => self.dtgan_run = s,
                 Pick::Report => {
                     if cx.commands.send(Command::LoadEvaluation(dir)).is_err() {
                         cx.status
