@@ -92,7 +92,7 @@ impl EvalConfig {
                         epochs: 1,
                         batch_size: 16,
                         lr: 3e-3,
-                        balanced: true,
+                        balanced: false,
                     },
                     20,
                 )
@@ -105,7 +105,7 @@ impl EvalConfig {
                         epochs: 24,
                         batch_size: 32,
                         lr: 1e-2,
-                        balanced: true,
+                        balanced: false,
                     },
                     100,
                 )
@@ -116,7 +116,7 @@ impl EvalConfig {
                     epochs: 30,
                     batch_size: 64,
                     lr: 1e-3,
-                    balanced: true,
+                    balanced: false,
                 },
                 5000,
             ),
