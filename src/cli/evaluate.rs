@@ -179,3 +179,39 @@ pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, CliCommand};
+
+    fn request(extra: &[&str]) -> crate::eval::experiment::EvalRequest {
+        let mut args = vec![
+            "dtgan-studio",
+            "evaluate",
+            "--train",
+            "t",
+            "--test",
+            "t",
+            "--minor",
+            "open",
+            "--out",
+            "o",
+        ];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).expect("arguments parse").command {
+            Some(CliCommand::Evaluate(a)) => a.request(),
+            other => panic!("not evaluate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_plain_loss_is_the_default_and_balanced_loss_is_asked_for() {
+        assert!(!request(&[]).config.classifier.balanced);
+        assert!(request(&["--balanced-loss"]).config.classifier.balanced);
+        let r = request(&["--dtgan-steps", "77", "--source-groups", "a, b"]);
+        assert_eq!(r.config.dtgan.steps, 77);
+        assert_eq!(r.source_groups, ["a", "b"]);
+    }
+}
