@@ -5,7 +5,7 @@
 //! composited: only the pixels of the composite region (the mask, the mask dilated by `k`, or
 //! the whole tile) change; every other pixel is copied from the input, byte for byte. Gray input
 //! gets a gray result, and a two-level (binarised) input, such as DeepPCB's scans, a two-level
-//! one: each generated pixel takes the nearer of the tile's two levels ([`two_levels`]).
+//! one: each generated pixel takes the nearer of the image's two levels ([`two_levels`]).
 
 use std::path::{Path, PathBuf};
 
@@ -199,7 +199,8 @@ impl DefectGenerator {
         let y = self.generator.forward(&x, &m, false)?;
         let mut generated = tensor_image(&y, 0)?;
         gray_like(&mut generated, &crop_img);
-        if let Some(levels) = two_levels(&crop_img) {
+        // The whole image decides: a tile of background alone shows one level only.
+        if let Some(levels) = two_levels(image) {
             levels.snap(&mut generated);
         }
         let region = composite_region(&crop_mask, composite);
