@@ -3,9 +3,7 @@
 //! The generator runs on a tile around the mask (the mask's box plus context, rounded to a
 //! multiple of 4), at the image's own resolution, as it was trained. The result is then
 //! composited: only the pixels of the composite region (the mask, the mask dilated by `k`, or
-//! the whole tile) change; every other pixel is copied from the input, byte for byte. Gray input
-//! gets a gray result, and a two-level (binarised) input, such as DeepPCB's scans, a two-level
-//! one: each generated pixel takes the nearer of the image's two levels ([`two_levels`]).
+//! the whole tile) change; every other pixel is copied from the input, byte for byte.
 
 use std::path::{Path, PathBuf};
 
@@ -199,10 +197,6 @@ impl DefectGenerator {
         let y = self.generator.forward(&x, &m, false)?;
         let mut generated = tensor_image(&y, 0)?;
         gray_like(&mut generated, &crop_img);
-        // The whole image decides: a tile of background alone shows one level only.
-        if let Some(levels) = two_levels(image) {
-            levels.snap(&mut generated);
-        }
         let region = composite_region(&crop_mask, composite);
         for (px, py, p) in generated.enumerate_pixels() {
             if region.get_pixel(px, py)[0] != 0 {
@@ -278,169 +272,4 @@ pub fn gray_like(generated: &mut RgbImage, like: &RgbImage) {
 
 fn is_gray(img: &RgbImage) -> bool {
     img.pixels().all(|p| p[0] == p[1] && p[1] == p[2])
-}
-
-/// The two grey levels of a binarised image and the threshold between them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TwoLevels {
-    /// Mean of the pixels below the threshold.
-    pub dark: u8,
-    /// Mean of the pixels at or above it.
-    pub bright: u8,
-    /// Otsu's threshold of the image's histogram.
-    pub threshold: u8,
-}
-
-impl TwoLevels {
-    /// Sets every pixel of `img` to the level on its side of the threshold (by its first
-    /// channel; the image is gray).
-    pub fn snap(&self, img: &mut RgbImage) {
-        for p in img.pixels_mut() {
-            let v = if p[0] >= self.threshold {
-                self.bright
-            } else {
-                self.dark
-            };
-            *p = image::Rgb([v, v, v]);
-        }
-    }
-}
-
-/// The levels of `img` if it is gray and two-level: its Otsu threshold splits it into a dark
-/// and a bright part whose means are at least 64 apart, and at least 97 % of its pixels lie
-/// within an eighth of that distance of their part's mean (scans binarised before JPEG keep
-/// to that; photographs and textures do not).
-pub fn two_levels(img: &RgbImage) -> Option<TwoLevels> {
-    if img.width() == 0 || img.height() == 0 || !is_gray(img) {
-        return None;
-    }
-    let mut hist = [0u64; 256];
-    for p in img.pixels() {
-        hist[p[0] as usize] += 1;
-    }
-    let total: u64 = hist.iter().sum();
-    let sum: f64 = hist
-        .iter()
-        .enumerate()
-        .map(|(v, &n)| v as f64 * n as f64)
-        .sum();
-    // Otsu: the threshold t (dark = values below t) maximising the between-class variance.
-    let (mut best, mut threshold) = (-1.0f64, 0usize);
-    let (mut n_dark, mut sum_dark) = (0u64, 0.0f64);
-    for t in 1..256 {
-        n_dark += hist[t - 1];
-        sum_dark += (t - 1) as f64 * hist[t - 1] as f64;
-        let n_bright = total - n_dark;
-        if n_dark == 0 || n_bright == 0 {
-            continue;
-        }
-        let (m0, m1) = (sum_dark / n_dark as f64, (sum - sum_dark) / n_bright as f64);
-        let between = n_dark as f64 * n_bright as f64 * (m1 - m0) * (m1 - m0);
-        if between > best {
-            (best, threshold) = (between, t);
-        }
-    }
-    if best < 0.0 {
-        return None;
-    }
-    let mean = |range: std::ops::Range<usize>| {
-        let n: u64 = hist[range.clone()].iter().sum();
-        let s: f64 = range.map(|v| v as f64 * hist[v] as f64).sum();
-        s / n as f64
-    };
-    let (dark, bright) = (mean(0..threshold), mean(threshold..256));
-    let gap = bright - dark;
-    if gap < 64.0 {
-        return None;
-    }
-    let near: u64 = (0..256)
-        .filter(|&v| {
-            let m = if v < threshold { dark } else { bright };
-            (v as f64 - m).abs() <= gap / 8.0
-        })
-        .map(|v| hist[v])
-        .sum();
-    (near as f64 >= 0.97 * total as f64).then(|| TwoLevels {
-        dark: dark.round() as u8,
-        bright: bright.round() as u8,
-        threshold: threshold as u8,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gray(v: u8) -> image::Rgb<u8> {
-        image::Rgb([v, v, v])
-    }
-
-    #[test]
-    fn a_binarised_scan_has_two_levels_and_snaps_to_them() {
-        // Traces (250) on a dark board (8), a little JPEG-like noise, a few edge pixels.
-        let scan = RgbImage::from_fn(40, 40, |x, y| {
-            let base: u8 = if (10..20).contains(&x) { 250 } else { 8 };
-            let noise = ((x * 7 + y * 13) % 5) as u8;
-            if x == 20 && y < 10 {
-                gray(128)
-            } else if base > 128 {
-                gray(base - noise)
-            } else {
-                gray(base + noise)
-            }
-        });
-        let levels = two_levels(&scan).expect("two-level");
-        assert!((9..=11).contains(&levels.dark), "{levels:?}");
-        assert!((246..=248).contains(&levels.bright), "{levels:?}");
-        let mut blur = RgbImage::from_fn(4, 1, |x, _| gray([20, 100, 160, 240][x as usize]));
-        levels.snap(&mut blur);
-        let got: Vec<u8> = blur.pixels().map(|p| p[0]).collect();
-        let (d, b) = (levels.dark, levels.bright);
-        assert_eq!(got, vec![d, d, b, b], "threshold {}", levels.threshold);
-    }
-
-    /// DeepPCB's scans are two-level, tile by tile; magnetic tiles are not.
-    #[test]
-    fn shared_data_pcb_is_two_level_and_tiles_are_not() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-        let pcb = crate::imaging::io::load_rgb8(&data.join("deeppcb/pairs/00041000_temp.jpg"))
-            .expect("a DeepPCB template");
-        let mut tiles = 0;
-        for (x, y) in [(0, 0), (256, 256), (512, 128)] {
-            let tile = image::imageops::crop_imm(&pcb, x, y, 128, 128).to_image();
-            let dark = tile.pixels().filter(|p| p[0] < 128).count();
-            if dark > 500 && dark < 128 * 128 - 500 {
-                tiles += 1;
-                assert!(two_levels(&tile).is_some(), "PCB tile at ({x}, {y})");
-            }
-        }
-        assert!(tiles > 0, "no tile shows both levels");
-        let good = data.join("magnetic_tile/good");
-        let first = std::fs::read_dir(&good)
-            .expect("magnetic tile images")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-            .expect("an image");
-        let tile = crate::imaging::io::load_rgb8(&first).expect("tile");
-        assert_eq!(two_levels(&tile), None, "{}", first.display());
-    }
-
-    #[test]
-    fn textures_colour_and_flat_images_are_not_two_level() {
-        let ramp = RgbImage::from_fn(64, 64, |x, y| gray(((x + y) * 2) as u8));
-        assert_eq!(two_levels(&ramp), None);
-        let flat = RgbImage::from_pixel(8, 8, gray(90));
-        assert_eq!(two_levels(&flat), None);
-        let close = RgbImage::from_fn(8, 8, |x, _| gray(if x < 4 { 100 } else { 140 }));
-        assert_eq!(two_levels(&close), None, "levels 40 apart");
-        let colour = RgbImage::from_fn(8, 8, |x, _| {
-            if x < 4 {
-                image::Rgb([0, 0, 0])
-            } else {
-                image::Rgb([255, 0, 0])
-            }
-        });
-        assert_eq!(two_levels(&colour), None);
-    }
 }

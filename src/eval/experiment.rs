@@ -730,12 +730,8 @@ fn synthesize(
     let Some(bbox) = mask_bbox(&mask) else {
         return Ok(None);
     };
-    // Generated in the whole image, so that it sees (and keeps to) the image's own levels.
-    let mut placed = GrayImage::new(w, h);
-    image::imageops::overlay(&mut placed, &mask, x as i64, y as i64);
-    let out = generator.generate(&image, &placed, Composite::default())?;
-    let window_out = image::imageops::crop_imm(&out, x, y, side, side).to_image();
-    Ok(Some(patch_around(&luma(&window_out), bbox)))
+    let out = generator.generate(&window, &mask, Composite::default())?;
+    Ok(Some(patch_around(&luma(&out), bbox)))
 }
 
 /// `count` classical augmentations of `real` (cycled): random resized crop keeping the centre,
