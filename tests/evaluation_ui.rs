@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use dtgan_studio::dtgan::Preset;
 use dtgan_studio::eval::experiment::{
-    CASES, CaseResult, DataInfo, EvalConfig, EvalEvent, EvalResults, Realism, SeedResult, Timing,
+    CASES, CaseResult, DataInfo, EvalConfig, EvalEvent, EvalRequest, EvalResults, Realism,
+    SeedResult, Timing,
 };
 use dtgan_studio::eval::metrics::{Confusion, MeanSd};
 use dtgan_studio::project::{ImageEntry, Project, RelPath, Role};
@@ -47,6 +48,16 @@ fn harness(dir: &std::path::Path) -> (Harness<'static, State>, Receiver<Command>
     );
     h.run_steps(2);
     (h, rx)
+}
+
+/// The request of the `StartEvaluation` the pane sent.
+fn started(rx: &Receiver<Command>) -> Box<EvalRequest> {
+    rx.try_iter()
+        .find_map(|c| match c {
+            Command::StartEvaluation(r) => Some(r),
+            _ => None,
+        })
+        .expect("StartEvaluation sent")
 }
 
 fn stat(mean: f64, sd: f64) -> MeanSd {
@@ -125,14 +136,7 @@ fn run_sends_the_form_and_cancel_stops_it() {
     h.run_steps(2);
     h.get_by_label("Run").click();
     h.run_steps(3);
-    let cmds: Vec<Command> = rx.try_iter().collect();
-    let req = cmds
-        .iter()
-        .find_map(|c| match c {
-            Command::StartEvaluation(r) => Some(r),
-            _ => None,
-        })
-        .expect("StartEvaluation sent");
+    let req = started(&rx);
     // The project's first class (sorted) is the default minor class.
     assert_eq!(req.minor, "dent");
     assert_eq!(req.k, 7);
@@ -220,12 +224,6 @@ fn a_dtgan_trained_elsewhere_is_used_instead_of_training_one() {
     h.run_steps(2);
     h.get_by_label("Run").click();
     h.run_steps(3);
-    let req = rx
-        .try_iter()
-        .find_map(|c| match c {
-            Command::StartEvaluation(r) => Some(r),
-            _ => None,
-        })
-        .expect("StartEvaluation sent");
+    let req = started(&rx);
     assert_eq!(req.dtgan_run, Some(PathBuf::from("/server/runs/open")));
 }
