@@ -165,16 +165,14 @@ impl LayerClock {
         device.synchronize()?;
         let elapsed = started.elapsed().as_secs_f64();
         let (mut dx, mut dw) = (f64::NAN, f64::NAN);
-        if conv::kernel() == ConvKernel::Fast {
+        if conv::kernel() == ConvKernel::Fast && x.device().is_cpu() {
             let (_, _, h, w) = x.dims4()?;
             let weight = conv.weight().detach();
             let started = Instant::now();
             conv2d_input_grad(&y, &weight, (h, w), params)?;
-            device.synchronize()?;
             dx = started.elapsed().as_secs_f64();
             let started = Instant::now();
             conv2d_weight_grad(x, &y, (c.kernel, c.kernel), params)?;
-            device.synchronize()?;
             dw = started.elapsed().as_secs_f64();
         }
         if self.pass == 0 {
@@ -372,10 +370,10 @@ fn report(
         size: cfg.size,
         batch: cfg.batch,
         width: cfg.width,
-        kernel: match (device.is_cpu(), conv::kernel()) {
-            (true, k) => format!("{k:?}").to_lowercase(),
-            (false, ConvKernel::Fast) => "cuda, routed gradients".into(),
-            (false, ConvKernel::Candle) => "cuda, candle".into(),
+        kernel: if device.is_cpu() {
+            format!("{:?}", conv::kernel()).to_lowercase()
+        } else {
+            "cuda".into()
         },
         threads: rayon::current_num_threads(),
         step_seconds,

@@ -18,14 +18,9 @@
 //!   side.
 //!
 //! `K = C * KH * KW` and a tile is a band of output rows sized so that its column matrix stays in
-//! the L2 cache. 1x1 stride-1 unpadded convolutions skip im2col altogether. For dtypes other
-//! than f32 and f64, [`conv2d`] is candle's own `conv2d`. `dtgan-studio bench --net` times it
+//! the L2 cache. 1x1 stride-1 unpadded convolutions skip im2col altogether. On other devices,
+//! and for other dtypes, [`conv2d`] is candle's own `conv2d`. `dtgan-studio bench --net` times it
 //! layer by layer; `bench/compare.sh` against candle's kernel and PyTorch.
-//!
-//! On the GPU the forward pass is candle's (im2col + cuBLAS) and the gradients are routed
-//! through forward convolutions and matrix products ([`routed`]), since candle's input gradient
-//! there is a direct-loop transposed convolution. [`ConvKernel::Candle`] selects candle's
-//! backward on every device.
 
 // The GEMM kernel is an `unsafe fn` taking raw pointers and strides. All calls go through
 // `SharedMut::gemm`, which checks every index the product can touch against the slices' lengths.
@@ -67,10 +62,10 @@ impl Default for Conv2dParams {
     }
 }
 
-/// Which implementation [`conv2d`] uses.
+/// Which implementation [`conv2d`] uses on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ConvKernel {
-    /// This module's GEMM kernel on the CPU; candle's forward with routed gradients elsewhere.
+    /// This module's GEMM kernel.
     #[default]
     Fast,
     /// candle's built-in `conv2d`, kept as the reference for benchmarks and tests.
@@ -163,8 +158,7 @@ impl Act {
 }
 
 /// `x (N, C, H, W)` convolved with `w (O, C, KH, KW)`, giving `(N, O, HO, WO)`, with gradients for
-/// both. Uses the fast kernel for f32 and f64 tensors on the CPU, candle's forward `conv2d` with
-/// routed gradients for them on other devices, and candle's `conv2d` otherwise.
+/// both. Uses the fast kernel for f32 and f64 tensors on the CPU and candle's `conv2d` otherwise.
 pub fn conv2d(x: &Tensor, w: &Tensor, params: Conv2dParams) -> Result<Tensor> {
     conv2d_fused(x, w, None, params, Act::Identity)
 }
@@ -198,14 +192,7 @@ pub fn conv2d_fused(
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &bias, Conv2dOp { params, act })
     } else {
-        let routed = kernel() == ConvKernel::Fast
-            && !x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64);
-        let y = if routed {
-            routed::conv2d(x, w, params)?
-        } else {
-            x.conv2d(w, params.padding, params.stride, params.dilation, 1)?
-        };
+        let y = x.conv2d(w, params.padding, params.stride, params.dilation, 1)?;
         let y = match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
             None => y,
@@ -310,35 +297,25 @@ impl CustomOp2 for ConvTransposeOp {
 }
 
 /// The gradient of [`conv2d`] with respect to its `(N, C, h, w)` input, given the output
-/// gradient `grad` and the kernel `w`, without autograd (for benchmarks): the fast kernel on the
-/// CPU, the routed gradient elsewhere.
+/// gradient `grad` and the kernel `w`, without autograd (the fast kernel only; for benchmarks).
 pub fn conv2d_input_grad(
     grad: &Tensor,
     w: &Tensor,
     (h, wd): (usize, usize),
     params: Conv2dParams,
 ) -> Result<Tensor> {
-    if !grad.device().is_cpu() {
-        return routed::input_grad(grad, w, (h, wd), params);
-    }
     grad.contiguous()?
         .apply_op2_no_bwd(&w.contiguous()?, &InputGradOp { params, h, w: wd })
 }
 
 /// The gradient of [`conv2d`] with respect to its `(O, C, kh, kw)` kernel, given the input `x`
-/// and the output gradient `grad`, without autograd (for benchmarks): the fast kernel on the
-/// CPU, the routed gradient elsewhere.
+/// and the output gradient `grad`, without autograd (the fast kernel only; for benchmarks).
 pub fn conv2d_weight_grad(
     x: &Tensor,
     grad: &Tensor,
     (kh, kw): (usize, usize),
     params: Conv2dParams,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        let (_, c, _, _) = x.dims4()?;
-        let (_, o, _, _) = grad.dims4()?;
-        return routed::weight_grad(x, grad, (o, c, kh, kw), params);
-    }
     x.contiguous()?
         .apply_op2_no_bwd(&grad.contiguous()?, &WeightGradOp { params, kh, kw })
 }
@@ -1139,8 +1116,6 @@ impl CustomOp2 for WeightGradOp {
         )
     }
 }
-
-mod routed;
 
 #[cfg(test)]
 mod tests;
