@@ -649,7 +649,7 @@ fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
         .iter()
         .filter(|e| {
             e.synthetic.is_none()
-                && e.inpaint.is_none()
+                && e.is_real_template()
                 && matches!(e.role, Role::Good | Role::Template)
                 && target.groups.as_ref().is_none_or(|g| g.contains(&e.group))
         })

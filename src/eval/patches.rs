@@ -114,8 +114,8 @@ pub fn project_patches(
                 }
             }
             Role::Template => {
-                // Real templates only: inpainted twins are made by a model.
-                if e.inpaint.is_some() {
+                // Real templates only: inpainted twins and blended boxes are made, not seen.
+                if !e.is_real_template() {
                     continue;
                 }
                 let Some(defect) = e.twin_of.as_deref().and_then(|d| by_id.get(d)) else {

@@ -376,7 +376,7 @@ pub fn plan_twins(
             continue;
         }
         match e.twin.as_deref().and_then(|t| m.image(t)) {
-            Some(t) if t.inpaint.is_none() => summary.real_twin += 1,
+            Some(t) if t.is_real_template() => summary.real_twin += 1,
             Some(t) if t.twin_status == Some(TwinStatus::Accepted) && !req.redo_accepted => {
                 summary.accepted += 1
             }

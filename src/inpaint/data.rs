@@ -53,8 +53,7 @@ pub fn collect_images(
         .images
         .iter()
         .filter(|e| {
-            let clean = e.role == Role::Good
-                || (e.role == Role::Template && e.twin_status.is_none() && e.inpaint.is_none());
+            let clean = e.role == Role::Good || (e.role == Role::Template && e.is_real_template());
             clean && e.synthetic.is_none() && (groups.is_empty() || groups.contains(&e.group))
         })
         .map(|e| (e.id.clone(), project.abs(&e.path)))

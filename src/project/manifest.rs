@@ -258,8 +258,10 @@ impl ImageEntry {
         self.is_real_template() || self.twin_status == Some(TwinStatus::Accepted)
     }
 
-    /// Whether this is a photographed defect-free image rather than one made by inpainting
-    /// (those carry their inpainting record or a review status).
+    /// Whether this is a photographed image rather than a defect-free twin the studio made
+    /// (inpainted twins carry their inpainting record, and every made twin a review status).
+    /// The one rule for "real": DTGAN pairs, inpainting data, good patches and generation
+    /// canvases all use it.
     pub fn is_real_template(&self) -> bool {
         self.twin_status.is_none() && self.inpaint.is_none()
     }
@@ -405,6 +407,11 @@ mod tests {
             assert_eq!(made.twin_trains(), trains, "{status:?}");
             assert!(!made.is_real_template());
         }
+        // A box filled by blending (the evaluation's twins) has a status but no inpainting
+        // record: it trains, and it is not real.
+        let mut blended = real.clone();
+        blended.twin_status = Some(TwinStatus::Accepted);
+        assert!(blended.twin_trains() && !blended.is_real_template());
     }
 
     #[test]
