@@ -18,12 +18,7 @@ mod common;
 use common::panes::{DrawPane, PaneState, pane_harness};
 
 fn demo_project(dir: &std::path::Path) -> Arc<Project> {
-    let cfg = DemoConfig {
-        seed: 1,
-        size: 64,
-        good_per_group: 1,
-        defects_per_class_per_group: 1,
-    };
+    let cfg = DemoConfig::small(1, 1, 1);
     Arc::new(make_demo(&dir.join("p"), &cfg, &|_, _| {}).expect("demo"))
 }
 

@@ -49,6 +49,18 @@ impl Default for DemoConfig {
     }
 }
 
+impl DemoConfig {
+    /// A project of the smallest images ([`MIN_SIZE`]), for tests and quick trials.
+    pub fn small(seed: u64, good_per_group: usize, defects_per_class_per_group: usize) -> Self {
+        Self {
+            seed,
+            size: MIN_SIZE,
+            good_per_group,
+            defects_per_class_per_group,
+        }
+    }
+}
+
 /// Smallest image side the demo draws (defects need room around them).
 pub const MIN_SIZE: u32 = 64;
 /// Largest image side the demo draws.

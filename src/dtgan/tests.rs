@@ -13,12 +13,7 @@ use crate::project::{Project, Role};
 /// A demo project with 64 px images; with `only_one`, a single defect image of `dark_spot`.
 fn project(dir: &Path, only_one: bool) -> PathBuf {
     let root = dir.join("project");
-    let cfg = DemoConfig {
-        seed: 3,
-        size: 64,
-        good_per_group: 1,
-        defects_per_class_per_group: 2,
-    };
+    let cfg = DemoConfig::small(3, 1, 2);
     make_demo(&root, &cfg, &|_, _| {}).expect("demo");
     if only_one {
         let mut p = Project::open(&root).expect("open");

@@ -512,12 +512,7 @@ mod tests {
     /// steps: twins need a model, not a good one).
     fn project_needing_twins(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
         let root = dir.join("project");
-        let cfg = DemoConfig {
-            seed: 3,
-            size: 64,
-            good_per_group: 1,
-            defects_per_class_per_group: 3,
-        };
+        let cfg = DemoConfig::small(3, 1, 3);
         let mut project = make_demo(&root, &cfg, &|_, _| {}).expect("demo");
         for e in &mut project.manifest.images {
             e.twin = None;

@@ -569,12 +569,7 @@ mod tests {
     fn training_runs_on_its_own_thread_obeys_stop_and_saves_synthetics() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("p");
-        let cfg = DemoConfig {
-            seed: 2,
-            size: 64,
-            good_per_group: 1,
-            defects_per_class_per_group: 2,
-        };
+        let cfg = DemoConfig::small(2, 1, 2);
         make_demo(&root, &cfg, &|_, _| {}).expect("demo");
         let h = WorkerHandle::spawn(Arc::new(|| {}), None).expect("spawn");
         h.commands

@@ -8,12 +8,7 @@ use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
 /// A 64 px demo project.
 fn demo(dir: &Path) -> PathBuf {
     let root = dir.join("project");
-    let cfg = DemoConfig {
-        seed: 5,
-        size: 64,
-        good_per_group: 1,
-        defects_per_class_per_group: 1,
-    };
+    let cfg = DemoConfig::small(5, 1, 1);
     make_demo(&root, &cfg, &|_, _| {}).expect("demo");
     root
 }

@@ -13,12 +13,7 @@ use crate::imaging::rect::Rect;
 use crate::project::{Provenance, Region, RelPath};
 
 fn demo(dir: &Path) -> Project {
-    let cfg = DemoConfig {
-        seed: 1,
-        size: 64,
-        good_per_group: 2,
-        defects_per_class_per_group: 1,
-    };
+    let cfg = DemoConfig::small(1, 2, 1);
     make_demo(&dir.join("p"), &cfg, &|_, _| {}).expect("demo project")
 }
 
