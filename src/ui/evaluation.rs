@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints};
 
 use super::PaneContext;
-use super::picker::FolderPicker;
+use super::picker::{FolderPicker, typed_folder};
 use crate::dtgan::Preset;
 use crate::eval::experiment::{
     CASES, EvalConfig, EvalEvent, EvalRequest, EvalResults, SeedResult, parse_groups,
@@ -129,18 +129,20 @@ impl EvaluationPane {
 
     /// The request the form describes.
     pub fn request(&self) -> Result<EvalRequest, String> {
-        if self.train_dir.trim().is_empty() || self.test_dir.trim().is_empty() {
+        let (Some(train), Some(test)) =
+            (typed_folder(&self.train_dir), typed_folder(&self.test_dir))
+        else {
             return Err("choose the training and the test data".into());
-        }
+        };
         if self.minor.is_empty() {
             return Err("choose the minor class".into());
         }
-        if self.out_dir.trim().is_empty() {
+        let Some(out) = typed_folder(&self.out_dir) else {
             return Err("choose a report folder".into());
-        }
+        };
         Ok(EvalRequest {
-            train: PathBuf::from(self.train_dir.trim()),
-            test: PathBuf::from(self.test_dir.trim()),
+            train,
+            test,
             train_groups: Vec::new(),
             test_groups: parse_groups(&self.test_groups),
             source_groups: parse_groups(&self.source_groups),
@@ -151,10 +153,8 @@ impl EvaluationPane {
             seed: 0,
             config: EvalConfig::preset(self.preset),
             max_minutes: (self.max_minutes > 0.0).then_some(self.max_minutes),
-            dtgan_run: Some(self.dtgan_run.trim())
-                .filter(|r| !r.is_empty())
-                .map(PathBuf::from),
-            out: PathBuf::from(self.out_dir.trim()),
+            dtgan_run: typed_folder(&self.dtgan_run),
+            out,
             device: DeviceChoice::Auto,
         })
     }
@@ -308,7 +308,7 @@ impl EvaluationPane {
                     );
                     let l = ui.label("DTGAN minutes");
                     ui.add_enabled(
-                        self.dtgan_run.trim().is_empty(),
+                        typed_folder(&self.dtgan_run).is_none(),
                         egui::DragValue::new(&mut self.max_minutes)
                             .range(0.0..=10_000.0)
                             .suffix(" min"),

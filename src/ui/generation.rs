@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::PaneContext;
 use super::canvas::ImageCanvas;
+use super::picker::typed_folder;
 use crate::dtgan::batch::{BatchRequest, MaskSource};
 use crate::dtgan::generate::Composite;
 use crate::dtgan::masks::{BlobSpec, random_blob, stamp_mask};
@@ -348,14 +349,12 @@ impl GenerationPane {
         } else {
             MaskSource::Random(BlobSpec::default())
         };
-        let out = if self.batch_out.trim().is_empty() {
+        let out = typed_folder(&self.batch_out).unwrap_or_else(|| {
             project
                 .root
                 .join("generated")
                 .join(format!("{}-{}", self.class, self.seed))
-        } else {
-            PathBuf::from(self.batch_out.trim())
-        };
+        });
         let req = BatchRequest {
             run: run.clone(),
             images,

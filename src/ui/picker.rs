@@ -7,6 +7,12 @@ use std::path::PathBuf;
 
 use crossbeam_channel::{Receiver, bounded};
 
+/// The path a typed folder field holds, or `None` when it is blank (surrounding spaces dropped).
+pub fn typed_folder(field: &str) -> Option<PathBuf> {
+    let field = field.trim();
+    (!field.is_empty()).then(|| PathBuf::from(field))
+}
+
 /// One pending folder question, tagged with what the answer is for.
 pub struct FolderPicker<P> {
     pending: Option<(P, Receiver<Option<PathBuf>>)>,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::PaneContext;
-use super::picker::FolderPicker;
+use super::picker::{FolderPicker, typed_folder};
 use crate::dtgan::run::{RunDir, RunKind, StepMetrics, StopReason, TrainEvent, TrainOutcome};
 use crate::dtgan::train::TrainRequest;
 use crate::dtgan::{Preset, TrainConfig};
@@ -253,11 +253,8 @@ impl TrainingPane {
             cx.status.error("choose a defect class to train");
             return;
         }
-        let run = if self.run_dir.trim().is_empty() {
-            self.default_run_dir(&project.root)
-        } else {
-            PathBuf::from(self.run_dir.trim())
-        };
+        let run =
+            typed_folder(&self.run_dir).unwrap_or_else(|| self.default_run_dir(&project.root));
         let max_minutes = (self.max_minutes > 0.0).then_some(self.max_minutes);
         let cmd = match self.kind {
             RunKind::Dtgan => {

@@ -8,7 +8,6 @@
 //! sends the new project, from which the list refreshes.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use egui::{Key, Modifiers, TextureHandle};
@@ -16,7 +15,7 @@ use image::{GrayImage, RgbImage};
 
 use super::PaneContext;
 use super::canvas::{ImageCanvas, ViewTransform};
-use super::picker::FolderPicker;
+use super::picker::{FolderPicker, typed_folder};
 use crate::imaging::boxes::box_rects_from_mask;
 use crate::imaging::rect::Rect as PxRect;
 use crate::inpaint::apply::{ApplyRequest, seam_outlier_threshold};
@@ -522,15 +521,16 @@ impl InpaintQaPane {
                 }
                 return;
             }
-            let ready = !form.run.trim().is_empty() && cx.project.is_some();
+            let run = typed_folder(&form.run);
+            let ready = run.is_some() && cx.project.is_some();
             let make = ui
                 .add_enabled(ready, egui::Button::new("Make twins"))
                 .on_disabled_hover_text("Choose an inpainting run (and open a project) first");
             if make.clicked()
-                && let Some(project) = cx.project
+                && let (Some(run), Some(project)) = (run, cx.project)
             {
                 let req = ApplyRequest {
-                    run: PathBuf::from(form.run.trim()),
+                    run,
                     project: project.root.clone(),
                     class: form.class.clone(),
                     redo_accepted: false,
