@@ -49,6 +49,12 @@ pub struct InpaintTrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start this new run from another run's networks (a run folder or checkpoint) instead of
+    /// fresh weights, with this run's own settings (e.g. a larger --batch-size or --size, a lower
+    /// --lr-g). The generator's width must match; the critics are reused when the crop size is
+    /// the same.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -124,6 +130,7 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         max_minutes: args.max_minutes,
         device: args.device,
+        init_from: args.init_from.clone(),
     };
     let bar = ProgressBar::new(0);
     if let Ok(style) =

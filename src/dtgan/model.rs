@@ -192,11 +192,23 @@ pub fn restore_vars(
     prefix: &str,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<(), String> {
+    restore_vars_where(map, prefix, tensors, |_| true)
+}
+
+/// [`restore_vars`] for the variables whose name passes `keep`; the others are left as they are.
+/// Every shape is checked before any variable changes, so a failure leaves `map` untouched.
+pub fn restore_vars_where(
+    map: &VarMap,
+    prefix: &str,
+    tensors: &HashMap<String, Tensor>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<(), String> {
     let data = map
         .data()
         .lock()
         .map_err(|_| "variable map lock poisoned".to_string())?;
-    for (name, var) in data.iter() {
+    let mut pairs = Vec::new();
+    for (name, var) in data.iter().filter(|(name, _)| keep(name)) {
         let key = format!("{prefix}{name}");
         let t = tensors
             .get(&key)
@@ -208,6 +220,9 @@ pub fn restore_vars(
                 var.dims()
             ));
         }
+        pairs.push((key, var, t));
+    }
+    for (key, var, t) in pairs {
         let t = t
             .to_device(var.device())
             .and_then(|t| t.to_dtype(var.dtype()))
@@ -215,6 +230,18 @@ pub fn restore_vars(
         var.set(&t).map_err(|e| format!("{key}: {e}"))?;
     }
     Ok(())
+}
+
+/// Whether `tensors` holds a tensor of the right shape for every variable of `map`.
+pub fn matches_all(map: &VarMap, prefix: &str, tensors: &HashMap<String, Tensor>) -> bool {
+    let Ok(data) = map.data().lock() else {
+        return false;
+    };
+    data.iter().all(|(name, var)| {
+        tensors
+            .get(&format!("{prefix}{name}"))
+            .is_some_and(|t| t.dims() == var.dims())
+    })
 }
 
 /// Named copies of the variables of `map`, each name prefixed.

@@ -103,6 +103,9 @@ pub struct RunInfo {
     /// The groups whose defect-free images an inpainting run trains on (empty: every group).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The checkpoint a warm-started run took its first weights from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// One line of `metrics.jsonl`: means over the steps since the previous line.

@@ -286,6 +286,7 @@ impl Trainer {
             class: req.class.clone(),
             kind: RunKind::Dtgan,
             groups: Vec::new(),
+            init_from: None,
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {

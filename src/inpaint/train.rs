@@ -19,8 +19,8 @@ use super::nets::{InpaintGan, InpaintOutput, paste};
 use crate::dtgan::adam::Adam;
 use crate::dtgan::data::tensor_image;
 use crate::dtgan::model::{
-    CHECKPOINT_FORMAT, CheckpointParts, TrainState, read_checkpoint, restore_checkpoint,
-    save_checkpoint,
+    CHECKPOINT_FORMAT, CheckpointParts, TrainState, matches_all, read_checkpoint,
+    restore_checkpoint, restore_vars, restore_vars_where, save_checkpoint,
 };
 use crate::dtgan::run::{RunDir, RunInfo, RunKind, TrainControl, TrainEvent, TrainOutcome};
 use crate::dtgan::train::{
@@ -51,6 +51,12 @@ pub struct InpaintTrainRequest {
     pub max_minutes: Option<f64>,
     /// Where to compute.
     pub device: DeviceChoice,
+    /// Start a new run from the networks of this checkpoint (`RUN/last.safetensors` or `best`)
+    /// instead of fresh weights: a warm start with its own configuration (batch size, learning
+    /// rates, crop size). The generator must have the same width, channels and activation; the
+    /// critics are taken too when their shapes match (same crop size), else start fresh. The
+    /// optimiser state starts fresh.
+    pub init_from: Option<PathBuf>,
 }
 
 /// Parses the inpainting configuration in a checkpoint's metadata.
@@ -112,6 +118,11 @@ fn stage_losses(out: &Tensor, b: &Batch) -> candle_core::Result<(Tensor, Tensor)
 impl InpaintTrainer {
     /// Prepares a new run, or reloads one to resume.
     pub fn open(req: &InpaintTrainRequest) -> Result<Self, TrainError> {
+        if req.resume && req.init_from.is_some() {
+            return Err(TrainError::Config(
+                "a warm start (--init-from) begins a new run; it cannot resume one".into(),
+            ));
+        }
         let run = RunDir::new(&req.run);
         let resuming = check_run_folder(&run, req.resume)?;
         let device = select_device(req.device)?;
@@ -119,10 +130,12 @@ impl InpaintTrainer {
         // A resumed run keeps its groups: given none, it takes them from run.json; given others,
         // it refuses (its data, validation split and curve would change).
         let mut groups = req.groups.clone();
+        let mut init_from = None;
         if resuming
             && let Ok(text) = std::fs::read_to_string(run.info())
             && let Ok(info) = serde_json::from_str::<RunInfo>(&text)
         {
+            init_from = info.init_from;
             if groups.is_empty() {
                 groups = info.groups;
             } else if groups != info.groups {
@@ -178,7 +191,11 @@ impl InpaintTrainer {
             )?,
         };
         let mut sampler = ImageSampler::new(train_imgs);
-        if !resuming {
+        let warm = match &req.init_from {
+            Some(path) => Some(warm_start(&gan, path, &groups)?),
+            None => None,
+        };
+        if !resuming && warm.is_none() {
             let mut rng = step_rng(config.seed, 0);
             let examples = (0..config.batch_size.max(4))
                 .map(|_| sampler.sample(&config, &mut rng))
@@ -192,6 +209,7 @@ impl InpaintTrainer {
             class: String::new(),
             kind: RunKind::Inpaint,
             groups,
+            init_from: warm.or(init_from),
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {
@@ -368,6 +386,76 @@ impl InpaintTrainer {
     pub fn counts(&self) -> (usize, usize) {
         (self.sampler.images().len(), self.val.len())
     }
+}
+
+/// Loads the networks of the checkpoint at `path` into `gan` for a warm start, and returns the
+/// checkpoint's canonical path (recorded in `run.json`). The generator must match exactly; the
+/// critics are loaded only when every one of their tensors matches, so that a new crop size
+/// (whose critics' fully connected layers differ) starts them fresh instead of failing.
+///
+/// The source run's groups (from the `run.json` beside the checkpoint) must be among this run's
+/// `groups` (empty: every group): otherwise `inpaint eval` would count images the model has
+/// seen as unseen.
+fn warm_start(gan: &InpaintGan, path: &Path, groups: &[String]) -> Result<PathBuf, TrainError> {
+    let path = crate::dtgan::generate::resolve_checkpoint(path)
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let (tensors, meta) = read_checkpoint(&path)?;
+    let source = inpaint_config(&path, &meta)?;
+    let (a, b) = (&source.model, &gan.model);
+    if (a.width, a.channels, a.activation) != (b.width, b.channels, b.activation) {
+        return Err(TrainError::Config(format!(
+            "{}: its generator (width {}, {} channels, {:?}) differs from this run's (width {}, {} channels, {:?})",
+            path.display(),
+            a.width,
+            a.channels,
+            a.activation,
+            b.width,
+            b.channels,
+            b.activation
+        )));
+    }
+    let info = path
+        .parent()
+        .map(|dir| RunDir::new(dir).info())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| serde_json::from_str::<RunInfo>(&text).ok());
+    let Some(info) = info else {
+        return Err(TrainError::Config(format!(
+            "{}: no readable run.json beside it, so the groups it was trained on are unknown",
+            path.display()
+        )));
+    };
+    // Groups the source was trained on that this run leaves out (empty lists: every group).
+    let left_out: Vec<String> = match (groups.is_empty(), info.groups.is_empty()) {
+        (true, _) => Vec::new(),
+        (false, true) => vec!["every group".into()],
+        (false, false) => info
+            .groups
+            .into_iter()
+            .filter(|g| !groups.contains(g))
+            .collect(),
+    };
+    if !left_out.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: trained on {left_out:?}, which this run (groups {groups:?}) leaves out; \
+             train on those groups too, or evaluation would count images it has seen as unseen",
+            path.display()
+        )));
+    }
+    let bad = |msg: String| {
+        TrainError::Nn(NnError::CheckpointFormat {
+            path: path.clone(),
+            msg,
+        })
+    };
+    restore_vars(&gan.gen_vars, "", &tensors).map_err(bad)?;
+    let is_generator = |name: &str| name.starts_with("inpaint.");
+    restore_vars_where(&gan.buffers, "sn.", &tensors, is_generator).map_err(bad)?;
+    if matches_all(&gan.critic_vars, "", &tensors) && matches_all(&gan.buffers, "sn.", &tensors) {
+        restore_vars(&gan.critic_vars, "", &tensors).map_err(bad)?;
+        restore_vars_where(&gan.buffers, "sn.", &tensors, |n| !is_generator(n)).map_err(bad)?;
+    }
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
 fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {

@@ -285,6 +285,7 @@ impl TrainingPane {
                     resume: self.resume,
                     max_minutes,
                     device: DeviceChoice::Auto,
+                    init_from: None,
                 }))
             }
         };

@@ -539,6 +539,7 @@ mod tests {
                 resume: false,
                 max_minutes: None,
                 device: crate::nn::device::DeviceChoice::Cpu,
+                init_from: None,
             },
             &crate::dtgan::run::TrainControl::new(),
             &mut |_| {},

@@ -3,7 +3,8 @@ use crate::demo::{DemoConfig, make_demo};
 use crate::dtgan::Preset;
 use crate::dtgan::model::read_checkpoint;
 use crate::dtgan::run::{TrainControl, read_metrics};
-use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
+use crate::inpaint::config::InpaintModel;
+use crate::inpaint::train::{InpaintTrainRequest, InpaintTrainer, train_inpaint};
 
 /// A 64 px demo project.
 fn demo(dir: &Path) -> PathBuf {
@@ -87,6 +88,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
         resume: false,
         max_minutes: None,
         device: DeviceChoice::Cpu,
+        init_from: None,
     };
     let out = train_inpaint(&req, &TrainControl::new(), &mut |_| {}).expect("train");
     assert_eq!(out.step, 150);
@@ -251,6 +253,7 @@ fn a_resumed_run_continues_the_same_curve() {
         resume,
         max_minutes: None,
         device: DeviceChoice::Cpu,
+        init_from: None,
     };
     train_inpaint(
         &req("straight", 12, false),
@@ -292,4 +295,137 @@ fn a_resumed_run_continues_the_same_curve() {
         steps.windows(2).all(|w| w[0] < w[1]),
         "no repeated steps: {steps:?}"
     );
+}
+
+/// The largest absolute difference between two tensors.
+fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(DType::F32))
+        .and_then(|d| d.to_scalar())
+        .expect("diff")
+}
+
+/// How many variables of `map` equal the checkpoint's tensor of the same name, and how many
+/// differ (missing or other shape counts as differing).
+fn agreement(
+    map: &candle_nn::VarMap,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> (usize, usize) {
+    let data = map.data().lock().expect("lock");
+    data.iter().fold((0, 0), |(same, other), (name, var)| {
+        match tensors.get(name).filter(|t| t.dims() == var.dims()) {
+            Some(t) if max_diff(var.as_tensor(), t) == 0.0 => (same + 1, other),
+            _ => (same, other + 1),
+        }
+    })
+}
+
+/// A warm start takes the generator (and, at the same crop size, the critics) from another
+/// run's checkpoint, with its own settings; it refuses another width, a source trained on groups
+/// the new run leaves out, and --resume.
+#[test]
+fn a_warm_start_begins_from_another_runs_networks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = demo(dir.path());
+    let mut cfg = InpaintConfig::preset(Preset::Tiny);
+    cfg.steps = 6;
+    cfg.checkpoint_every = 6;
+    cfg.sample_every = 6;
+    let req = |run: &str, cfg: &InpaintConfig, init: Option<&str>| InpaintTrainRequest {
+        project: root.clone(),
+        groups: Vec::new(),
+        run: dir.path().join(run),
+        config: cfg.clone(),
+        resume: false,
+        max_minutes: None,
+        device: DeviceChoice::Cpu,
+        init_from: init.map(|r| dir.path().join(r)),
+    };
+    train_inpaint(
+        &req("source", &cfg, None),
+        &TrainControl::new(),
+        &mut |_| {},
+    )
+    .expect("source");
+    let (tensors, _) = read_checkpoint(&dir.path().join("source/last.safetensors")).expect("ckpt");
+
+    // Same crop size, larger batch and another learning rate: every network is the source's.
+    let same = InpaintConfig {
+        batch_size: 3,
+        lr_g: 5e-4,
+        ..cfg.clone()
+    };
+    let t = InpaintTrainer::open(&req("same", &same, Some("source"))).expect("warm start");
+    assert_eq!(t.state.step, 0, "a new run");
+    assert_eq!(t.config.batch_size, 3, "its own settings");
+    let (same_g, other_g) = agreement(&t.gan.gen_vars, &tensors);
+    assert!(
+        same_g > 20 && other_g == 0,
+        "generator {same_g} / {other_g}"
+    );
+    let (same_c, other_c) = agreement(&t.gan.critic_vars, &tensors);
+    assert!(same_c > 4 && other_c == 0, "critics {same_c} / {other_c}");
+    let info = std::fs::read_to_string(dir.path().join("same/run.json")).expect("run.json");
+    assert!(info.contains("init_from"), "{info}");
+
+    // Twice the crop size: the generator is the source's, the critics (whose fully connected
+    // layers depend on the size) start fresh.
+    let big = InpaintConfig {
+        model: InpaintModel {
+            image_size: 64,
+            ..cfg.model
+        },
+        ..cfg.clone()
+    };
+    let t = InpaintTrainer::open(&req("big", &big, Some("source"))).expect("warm start, 64 px");
+    let (_, other_g) = agreement(&t.gan.gen_vars, &tensors);
+    assert_eq!(other_g, 0, "generator");
+    let (_, other_c) = agreement(&t.gan.critic_vars, &tensors);
+    assert!(other_c > 0, "fresh critics");
+    // And it trains on from there.
+    let out = train_inpaint(
+        &req(
+            "big-trained",
+            &InpaintConfig {
+                steps: 2,
+                ..big.clone()
+            },
+            Some("source"),
+        ),
+        &TrainControl::new(),
+        &mut |_| {},
+    )
+    .expect("train a warm-started run");
+    assert_eq!(out.step, 2);
+
+    // Refusals, each naming the problem.
+    let wide = InpaintConfig {
+        model: InpaintModel {
+            width: cfg.model.width * 2,
+            ..cfg.model
+        },
+        ..cfg.clone()
+    };
+    let err = |r: InpaintTrainRequest| match InpaintTrainer::open(&r) {
+        Ok(_) => panic!("{} should be refused", r.run.display()),
+        Err(e) => e.to_string(),
+    };
+    let e = err(req("wide", &wide, Some("source")));
+    assert!(e.contains("width"), "{e}");
+    let group = Project::open(&root).expect("open").manifest.images[0]
+        .group
+        .clone();
+    let e = err(InpaintTrainRequest {
+        groups: vec![group],
+        ..req("narrow", &cfg, Some("source"))
+    });
+    assert!(e.contains("every group"), "{e}");
+    let e = err(InpaintTrainRequest {
+        resume: true,
+        ..req("same", &cfg, Some("source"))
+    });
+    assert!(e.contains("cannot resume"), "{e}");
 }
