@@ -8,6 +8,7 @@ use dtgan_studio::settings::Settings;
 use dtgan_studio::ui::app::{StartWith, StudioApp};
 
 fn main() -> ExitCode {
+    dtgan_studio::nn::threads::configure_candle_pool();
     dtgan_studio::nn::alloc::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(

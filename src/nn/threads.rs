@@ -1,10 +1,12 @@
 //! Keeping the studio responsive while models saturate the CPU.
 //!
 //! Model work runs on the worker and trainer threads, on rayon's pool (the convolution kernel)
-//! and on candle's own pool (elementwise ops). All of them are given a lower scheduling priority
-//! than the UI thread, so a frame never waits behind a training step for a core: the trainer
-//! still gets every core the UI leaves idle. New threads inherit their creator's priority on
-//! Linux, so candle's pool, created by the first model op on a worker thread, inherits it too.
+//! and, where the user asks for it with `CANDLE_NUM_THREADS`, on candle's own pool (elementwise
+//! ops; by default they run on the calling thread, see [`configure_candle_pool`]). All of them
+//! are given a lower scheduling priority than the UI thread, so a frame never waits behind a
+//! training step for a core: the trainer still gets every core the UI leaves idle. New threads
+//! inherit their creator's priority on Linux, so candle's pool, created by the first model op on
+//! a worker thread, inherits it too.
 
 // `setpriority` is a C function; see the SAFETY note below.
 #![allow(unsafe_code)]
@@ -49,6 +51,28 @@ pub fn current_nice() -> Option<i32> {
     }
     #[cfg(not(target_os = "linux"))]
     None
+}
+
+/// Makes candle run its elementwise CPU ops on the calling thread, unless the user has set
+/// `CANDLE_NUM_THREADS` (or `CANDLE_BARRIER_POOL_SPIN_LIMIT`) themselves.
+///
+/// candle 0.11 runs large elementwise ops (adds, multiplies, activations) on a thread pool of
+/// its own, beside rayon's, and its workers spin for 25,000 pause instructions after every op
+/// before they sleep. The convolution kernel runs on rayon's pool right after such ops, so those
+/// spins take the cores its matrix products need, and the thread that called the op waits for
+/// a worker that the scheduler has put behind rayon's threads. The ops themselves are limited by
+/// memory bandwidth, which one thread nearly saturates. Measured in README *Speed*.
+///
+/// Call first thing in `main`, before any other thread exists: it changes the environment.
+pub fn configure_candle_pool() {
+    let user_set = ["CANDLE_NUM_THREADS", "CANDLE_BARRIER_POOL_SPIN_LIMIT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !user_set {
+        // SAFETY: `main` calls this before spawning any thread, so nothing reads or writes the
+        // environment at the same time.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
 }
 
 /// Builds rayon's global pool with model-priority threads. Call before any parallel work; a
