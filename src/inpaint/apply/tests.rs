@@ -14,6 +14,16 @@ fn demo(dir: &Path) -> PathBuf {
     root
 }
 
+/// The tiny preset for `steps` steps, with a checkpoint and a sample grid every `every`.
+fn tiny(steps: u64, every: u64) -> InpaintConfig {
+    InpaintConfig {
+        steps,
+        checkpoint_every: every,
+        sample_every: every,
+        ..InpaintConfig::preset(Preset::Tiny)
+    }
+}
+
 #[test]
 fn seam_score_sees_a_step_at_the_border() {
     // A smooth ramp: the border is like everywhere else.
@@ -238,10 +248,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
 fn a_resumed_run_continues_the_same_curve() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = demo(dir.path());
-    let mut cfg = InpaintConfig::preset(Preset::Tiny);
-    cfg.steps = 12;
-    cfg.checkpoint_every = 6;
-    cfg.sample_every = 6;
+    let cfg = tiny(12, 6);
     let req = |run: &str, steps: u64, resume: bool| InpaintTrainRequest {
         project: root.clone(),
         groups: Vec::new(),
@@ -330,10 +337,7 @@ fn agreement(
 fn a_warm_start_begins_from_another_runs_networks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = demo(dir.path());
-    let mut cfg = InpaintConfig::preset(Preset::Tiny);
-    cfg.steps = 6;
-    cfg.checkpoint_every = 6;
-    cfg.sample_every = 6;
+    let cfg = tiny(6, 6);
     let req = |run: &str, cfg: &InpaintConfig, init: Option<&str>| InpaintTrainRequest {
         project: root.clone(),
         groups: Vec::new(),
