@@ -49,7 +49,8 @@ pub struct InpaintTrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// Start this new run from another run's networks (a run folder or checkpoint) instead of
+    /// Start this new run from another run's networks (a checkpoint, or a run folder: its best
+    /// checkpoint, else its last) instead of
     /// fresh weights, with this run's own settings (e.g. a larger --batch-size or --size, a lower
     /// --lr-g). The generator's width must match; the critics are reused when the crop size is
     /// the same.

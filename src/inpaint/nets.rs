@@ -527,6 +527,10 @@ impl InpaintCritic {
     }
 }
 
+/// The name prefix of the generator's variables and spectral-norm vectors (the critics' is
+/// `critic`); checkpoints store them under it.
+pub const GENERATOR_PREFIX: &str = "inpaint";
+
 /// Both networks and their variables.
 pub struct InpaintGan {
     /// The sizes.
@@ -553,7 +557,7 @@ impl InpaintGan {
         let buffers = VarMap::new();
         let gvb = VarBuilder::from_varmap(&gen_vars, DType::F32, device);
         let cvb = VarBuilder::from_varmap(&critic_vars, DType::F32, device);
-        let net = InpaintNet::new(model, gvb.pp("inpaint"), &buffers)?;
+        let net = InpaintNet::new(model, gvb.pp(GENERATOR_PREFIX), &buffers)?;
         let critic = InpaintCritic::new(model, cvb.pp("critic"), &buffers)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         crate::dtgan::model::seeded_init(&gen_vars, &mut rng, false)?;
@@ -576,7 +580,7 @@ impl InpaintGan {
         vb: VarBuilder,
         buffers: &VarMap,
     ) -> Result<InpaintNet> {
-        InpaintNet::new(model, vb.pp("inpaint"), buffers)
+        InpaintNet::new(model, vb.pp(GENERATOR_PREFIX), buffers)
     }
 }
 

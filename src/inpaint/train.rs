@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use super::attention::flow_image;
 use super::config::InpaintConfig;
 use super::data::{Batch, Example, ImageSampler, batch, check_sizes, collect_images};
-use super::nets::{InpaintGan, InpaintOutput, paste};
+use super::nets::{GENERATOR_PREFIX, InpaintGan, InpaintOutput, paste};
 use crate::dtgan::adam::Adam;
 use crate::dtgan::data::tensor_image;
 use crate::dtgan::model::{
@@ -51,8 +51,8 @@ pub struct InpaintTrainRequest {
     pub max_minutes: Option<f64>,
     /// Where to compute.
     pub device: DeviceChoice,
-    /// Start a new run from the networks of this checkpoint (`RUN/last.safetensors` or `best`)
-    /// instead of fresh weights: a warm start with its own configuration (batch size, learning
+    /// Start a new run from the networks of this checkpoint, or of this run folder's best
+    /// checkpoint (else its last), instead of fresh weights: a warm start with its own configuration (batch size, learning
     /// rates, crop size). The generator must have the same width, channels and activation; the
     /// critics are taken too when their shapes match (same crop size), else start fresh. The
     /// optimiser state starts fresh.
@@ -449,7 +449,10 @@ fn warm_start(gan: &InpaintGan, path: &Path, groups: &[String]) -> Result<PathBu
         })
     };
     restore_vars(&gan.gen_vars, "", &tensors).map_err(bad)?;
-    let is_generator = |name: &str| name.starts_with("inpaint.");
+    let is_generator = |name: &str| {
+        name.strip_prefix(GENERATOR_PREFIX)
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
     restore_vars_where(&gan.buffers, "sn.", &tensors, is_generator).map_err(bad)?;
     if matches_all(&gan.critic_vars, "", &tensors) && matches_all(&gan.buffers, "sn.", &tensors) {
         restore_vars(&gan.critic_vars, "", &tensors).map_err(bad)?;
