@@ -217,6 +217,10 @@ fn bad_requests_name_the_problem() {
     assert!(e.contains("--k 5000") && e.contains("crack"), "{e}");
     let e = run(&["--minor", "scratch"]);
     assert!(e.contains("scratch"), "{e}");
+    let e = run(&["--minor", "crack", "--max-per-class", "0"]);
+    assert!(e.contains("--max-per-class"), "{e}");
+    let e = run(&["--minor", "crack", "--classifier-epochs", "0"]);
+    assert!(e.contains("epochs"), "{e}");
     let e = run(&["--minor", "crack", "--train-groups", "Crack_g001"]);
     assert!(e.contains("--test-groups"), "{e}");
     let missing = dir.path().join("nothing-here");

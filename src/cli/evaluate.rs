@@ -44,6 +44,13 @@ pub struct EvaluateArgs {
     /// DTGAN steps [default: the preset's].
     #[arg(long)]
     pub dtgan_steps: Option<u64>,
+    /// At most this many training patches per class besides the minor one [default: the
+    /// preset's: 100 for `cpu`]. More make a stronger classifier and a slower evaluation.
+    #[arg(long)]
+    pub max_per_class: Option<usize>,
+    /// Passes of each classifier over its training set [default: the preset's: 24 for `cpu`].
+    #[arg(long)]
+    pub classifier_epochs: Option<usize>,
     /// Use this trained DTGAN (run folder or checkpoint) instead of training one.
     #[arg(long)]
     pub dtgan: Option<PathBuf>,
@@ -62,6 +69,10 @@ pub struct EvaluateArgs {
     /// DeepPCB at no cost in precision (README).
     #[arg(long)]
     pub balanced_loss: bool,
+    /// Classify each test patch by the mean class probabilities of its eight flips and quarter
+    /// turns (test-time augmentation) instead of the patch alone.
+    #[arg(long)]
+    pub tta: bool,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -81,6 +92,13 @@ impl EvaluateArgs {
             config.dtgan.steps = s;
         }
         config.classifier.balanced = self.balanced_loss;
+        config.classifier.tta = self.tta;
+        if let Some(n) = self.max_per_class {
+            config.max_per_class = n;
+        }
+        if let Some(e) = self.classifier_epochs {
+            config.classifier.epochs = e;
+        }
         EvalRequest {
             train: self.train.clone(),
             test: self.test.clone(),

@@ -40,6 +40,10 @@ pub struct ClassifierConfig {
     /// counts alike however many examples it has (reports from before this field: unweighted).
     #[serde(default)]
     pub balanced: bool,
+    /// Predict from the mean class probabilities of the eight flips and quarter turns of each
+    /// patch (test-time augmentation; reports from before this field: the patch alone).
+    #[serde(default)]
+    pub tta: bool,
 }
 
 impl ClassifierConfig {
@@ -331,6 +335,30 @@ impl Classifier {
         })
     }
 
+    /// The predicted class of each patch, from its class probabilities averaged over its eight
+    /// flips and quarter turns (the same transforms training draws at random), so the
+    /// prediction does not depend on the patch's orientation.
+    pub fn predict_dihedral(&self, patches: &[&GrayImage]) -> candle_core::Result<Vec<usize>> {
+        let mut sum: Vec<Vec<f32>> = Vec::new();
+        for k in 0..8 {
+            let turned: Vec<GrayImage> = patches.iter().map(|p| dihedral(p, k)).collect();
+            let refs: Vec<&GrayImage> = turned.iter().collect();
+            let probs = self.batched(&refs, |net, x| {
+                candle_nn::ops::softmax(&net.logits(x)?, 1)?.to_vec2::<f32>()
+            })?;
+            if sum.is_empty() {
+                sum = probs;
+            } else {
+                for (acc, row) in sum.iter_mut().zip(probs) {
+                    for (a, p) in acc.iter_mut().zip(row) {
+                        *a += p;
+                    }
+                }
+            }
+        }
+        Ok(sum.iter().map(|row| argmax(row)).collect())
+    }
+
     /// The penultimate features of each patch.
     pub fn features(&self, patches: &[&GrayImage]) -> candle_core::Result<Vec<Vec<f32>>> {
         self.batched(patches, |net, x| net.features_t(x)?.to_vec2::<f32>())
@@ -350,6 +378,17 @@ impl Classifier {
             .sum();
         Ok(total / examples.len().max(1) as f64)
     }
+}
+
+/// The index of the largest value (the first of equal ones; 0 for an empty row).
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// Each class's loss weight: `n / (classes * n_class)` when `balanced` (a class absent from
@@ -425,6 +464,7 @@ mod tests {
             batch_size: 16,
             lr: 1e-2,
             balanced: false,
+            tta: false,
         }
     }
 
@@ -440,21 +480,52 @@ mod tests {
         let after = net.loss(&train).expect("loss");
         assert!(after < 0.5 * before, "training loss {before} -> {after}");
         let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
-        let predicted = net.predict(&patches).expect("predict");
-        let right = predicted
-            .iter()
-            .zip(&test)
-            .filter(|(p, e)| **p == e.label)
-            .count();
-        assert!(
-            right as f64 / test.len() as f64 > 0.8,
-            "{right} of {} right",
-            test.len()
-        );
+        for predicted in [
+            net.predict(&patches).expect("predict"),
+            net.predict_dihedral(&patches).expect("predict"),
+        ] {
+            let right = predicted
+                .iter()
+                .zip(&test)
+                .filter(|(p, e)| **p == e.label)
+                .count();
+            assert!(
+                right as f64 / test.len() as f64 > 0.8,
+                "{right} of {} right",
+                test.len()
+            );
+        }
         let features = net.features(&patches[..3]).expect("features");
         assert_eq!(features.len(), 3);
         assert_eq!(features[0].len(), net.feature_size());
         assert_eq!(net.feature_size(), 16);
+    }
+
+    #[test]
+    fn dihedral_prediction_does_not_depend_on_orientation() {
+        let device = Device::Cpu;
+        let net = Classifier::new(3, 4, 11, &device).expect("net");
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let patches: Vec<GrayImage> = (0..24)
+            .map(|_| GrayImage::from_fn(PATCH, PATCH, |_, _| Luma([rng.random_range(0..=255)])))
+            .collect();
+        let refs: Vec<&GrayImage> = patches.iter().collect();
+        let plain = net.predict(&refs).expect("predict");
+        let averaged = net.predict_dihedral(&refs).expect("predict");
+        let mut plain_changed = false;
+        for k in 1..8 {
+            let turned: Vec<GrayImage> = patches.iter().map(|p| dihedral(p, k)).collect();
+            let turned: Vec<&GrayImage> = turned.iter().collect();
+            plain_changed |= net.predict(&turned).expect("predict") != plain;
+            assert_eq!(
+                net.predict_dihedral(&turned).expect("predict"),
+                averaged,
+                "turn {k}"
+            );
+        }
+        // The check has teeth: one patch at a time, this untrained network is not invariant.
+        assert!(plain_changed);
+        assert_eq!(argmax(&[0.1, 0.5, 0.5, 0.2]), 1);
     }
 
     #[test]

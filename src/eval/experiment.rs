@@ -93,6 +93,7 @@ impl EvalConfig {
                         batch_size: 16,
                         lr: 3e-3,
                         balanced: false,
+                        tta: false,
                     },
                     20,
                 )
@@ -106,6 +107,7 @@ impl EvalConfig {
                         batch_size: 32,
                         lr: 1e-2,
                         balanced: false,
+                        tta: false,
                     },
                     100,
                 )
@@ -117,6 +119,7 @@ impl EvalConfig {
                     batch_size: 64,
                     lr: 1e-3,
                     balanced: false,
+                    tta: false,
                 },
                 5000,
             ),
@@ -795,6 +798,11 @@ pub fn evaluate(
     if req.seeds == 0 {
         return Err(EvalError::Config("--seeds must be at least 1".into()));
     }
+    if req.config.max_per_class == 0 {
+        return Err(EvalError::Config(
+            "--max-per-class must be at least 1".into(),
+        ));
+    }
     let synthetic = req.synthetic.unwrap_or(40 * req.k);
     if synthetic == 0 {
         return Err(EvalError::Config("--synthetic must be at least 1".into()));
@@ -1145,7 +1153,11 @@ pub fn evaluate(
             if cancelled {
                 return Err(EvalError::Cancelled);
             }
-            let predicted = net.predict(&test_pixels)?;
+            let predicted = if req.config.classifier.tta {
+                net.predict_dihedral(&test_pixels)?
+            } else {
+                net.predict(&test_pixels)?
+            };
             let confusion = Confusion::from_pairs(classes.len(), &test_labels, &predicted);
             let r = SeedResult {
                 case: letter.to_string(),

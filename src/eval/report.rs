@@ -186,7 +186,7 @@ pub fn markdown(r: &EvalResults) -> String {
     let c = &r.config.classifier;
     let _ = writeln!(
         s,
-        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}, {}; preset `{}`.",
+        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}, {}; {}; preset `{}`.",
         c.width,
         c.epochs,
         c.batch_size,
@@ -195,6 +195,11 @@ pub fn markdown(r: &EvalResults) -> String {
             "class-balanced loss (each class weighted by n / (classes x its count))"
         } else {
             "unweighted loss"
+        },
+        if c.tta {
+            "predictions from the mean probabilities of each test patch's 8 flips and quarter turns"
+        } else {
+            "predictions from each test patch as it is"
         },
         r.config.preset.name()
     );
