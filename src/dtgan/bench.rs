@@ -19,7 +19,8 @@ use super::nets::GRID;
 use crate::inpaint::config::InpaintModel;
 use crate::inpaint::nets::InpaintGan;
 use crate::nn::conv::{
-    self, Act, Conv2dParams, ConvKernel, conv2d_flops, conv2d_input_grad, conv2d_weight_grad,
+    self, Act, Conv2dParams, ConvKernel, conv2d_flops, conv2d_gradients, conv2d_input_grad,
+    conv2d_weight_grad,
 };
 use crate::nn::spectral::SnConv2d;
 use crate::nn::upsample::upsample_nearest2x;
@@ -70,6 +71,10 @@ pub struct LayerTiming {
     pub input_grad_seconds: f64,
     /// Median seconds of the weight gradient (fast kernel only, else NaN).
     pub weight_grad_seconds: f64,
+    /// Median seconds of both gradients as a training step computes them: from one column
+    /// matrix for stride-1 layers with no more output than input channels, otherwise the two
+    /// side by side (fast kernel only, else NaN).
+    pub backward_seconds: f64,
 }
 
 /// The result, printed as a table or (`--json`) as one JSON object.
@@ -134,7 +139,7 @@ fn time<T>(n: usize, device: &Device, mut f: impl FnMut() -> Result<T>) -> Resul
 
 /// Collects per-layer forward times over repeated passes.
 struct LayerClock {
-    layers: Vec<(String, String, f64, [Vec<f64>; 3])>,
+    layers: Vec<(String, String, f64, [Vec<f64>; 4])>,
     pass: usize,
     index: usize,
 }
@@ -164,7 +169,7 @@ impl LayerClock {
         let y = conv.forward_act(x, true, act)?;
         device.synchronize()?;
         let elapsed = started.elapsed().as_secs_f64();
-        let (mut dx, mut dw) = (f64::NAN, f64::NAN);
+        let (mut dx, mut dw, mut both) = (f64::NAN, f64::NAN, f64::NAN);
         if conv::kernel() == ConvKernel::Fast && x.device().is_cpu() {
             let (_, _, h, w) = x.dims4()?;
             let weight = conv.weight().detach();
@@ -174,6 +179,9 @@ impl LayerClock {
             let started = Instant::now();
             conv2d_weight_grad(x, &y, (c.kernel, c.kernel), params)?;
             dw = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            conv2d_gradients(x, &weight, &y, params)?;
+            both = started.elapsed().as_secs_f64();
         }
         if self.pass == 0 {
             let side = x.dims().get(2).copied().unwrap_or(0);
@@ -188,6 +196,7 @@ impl LayerClock {
             layer.3[0].push(elapsed);
             layer.3[1].push(dx);
             layer.3[2].push(dw);
+            layer.3[3].push(both);
         }
         self.index += 1;
         Ok(y)
@@ -201,7 +210,7 @@ impl LayerClock {
     fn report(self) -> Vec<LayerTiming> {
         self.layers
             .into_iter()
-            .map(|(name, shape, gflop, [fwd, dx, dw])| {
+            .map(|(name, shape, gflop, [fwd, dx, dw, both])| {
                 // The first pass warms up.
                 let med = |t: Vec<f64>| median(t.into_iter().skip(1).collect());
                 let seconds = med(fwd);
@@ -213,6 +222,7 @@ impl LayerClock {
                     gflops: gflop / seconds,
                     input_grad_seconds: med(dx),
                     weight_grad_seconds: med(dw),
+                    backward_seconds: med(both),
                 }
             })
             .collect()
@@ -347,6 +357,7 @@ pub fn bench_net(cfg: &NetBenchConfig) -> Result<NetBenchReport> {
                     gflops: gflop / seconds,
                     input_grad_seconds: f64::NAN,
                     weight_grad_seconds: f64::NAN,
+                    backward_seconds: f64::NAN,
                 })
                 .collect();
             return Ok(report(cfg, &device, forward, step, layers));
@@ -394,13 +405,13 @@ impl std::fmt::Display for NetBenchReport {
         )?;
         writeln!(
             f,
-            "{:<20} {:<26} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "layer", "shape", "GFLOP", "fwd ms", "GFLOP/s", "dX ms", "dW ms", "GFLOP/s"
+            "{:<20} {:<26} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "layer", "shape", "GFLOP", "fwd ms", "GFLOP/s", "dX ms", "dW ms", "bwd ms", "GFLOP/s"
         )?;
         for l in &self.layers {
             writeln!(
                 f,
-                "{:<20} {:<26} {:>6.3} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.1}",
+                "{:<20} {:<26} {:>6.3} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
                 l.name,
                 l.shape,
                 l.gflop,
@@ -408,7 +419,8 @@ impl std::fmt::Display for NetBenchReport {
                 l.gflops,
                 l.input_grad_seconds * 1e3,
                 l.weight_grad_seconds * 1e3,
-                2.0 * l.gflop / (l.input_grad_seconds + l.weight_grad_seconds)
+                l.backward_seconds * 1e3,
+                2.0 * l.gflop / l.backward_seconds
             )?;
         }
         writeln!(

@@ -320,6 +320,60 @@ pub fn conv2d_weight_grad(
         .apply_op2_no_bwd(&grad.contiguous()?, &WeightGradOp { params, kh, kw })
 }
 
+/// The gradients of a convolution with respect to its input (`want_x`) and kernel (`want_w`)
+/// from the output gradient `grad` (already through the activation), as a training step
+/// computes them: from one column matrix when [`Geom::gradient_as_convolution`] holds and both
+/// are wanted, otherwise each on its own, side by side.
+fn gradients(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    params: Conv2dParams,
+    want_x: bool,
+    want_w: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let geom = Geom::new(x.dims4()?, w.dims4()?, params)?;
+    if want_x && want_w && geom.gradient_as_convolution().is_some() {
+        let both = grad.apply_op3_no_bwd(w, x, &InputWeightGradOp { params })?;
+        let nx = x.elem_count();
+        let gx = both.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let gw = both.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+        return Ok((Some(gx), Some(gw)));
+    }
+    let (h, wd) = (geom.h, geom.w);
+    let (kh, kw) = (geom.kh, geom.kw);
+    // The two gradients are independent: computing them side by side keeps every core busy on
+    // layers too small to fill them one at a time.
+    let (gx, gw) = rayon::join(
+        || {
+            want_x
+                .then(|| grad.apply_op2_no_bwd(w, &InputGradOp { params, h, w: wd }))
+                .transpose()
+        },
+        || {
+            want_w
+                .then(|| x.apply_op2_no_bwd(grad, &WeightGradOp { params, kh, kw }))
+                .transpose()
+        },
+    );
+    Ok((gx?, gw?))
+}
+
+/// Both gradients of [`conv2d`] (input, kernel) from the output gradient `grad`, without
+/// autograd, computed as a training step computes them (the fast kernel only; for benchmarks).
+pub fn conv2d_gradients(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    params: Conv2dParams,
+) -> Result<(Tensor, Tensor)> {
+    let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+    match gradients(&x, &w, &grad, params, true, true)? {
+        (Some(gx), Some(gw)) => Ok((gx, gw)),
+        _ => bail!("conv2d backward: a gradient is missing"),
+    }
+}
+
 /// Multiply-adds of one forward pass, times two (the usual FLOP count of a convolution).
 pub fn conv2d_flops(x_dims: &[usize], w_dims: &[usize], params: Conv2dParams) -> Option<f64> {
     let (&[n, c, h, w], &[o, c2, kh, kw]) = (x_dims, w_dims) else {
@@ -445,6 +499,16 @@ impl Geom {
         )
         .ok()?;
         (pad_x == pad_y && t.ho == self.h && t.wo == self.w).then_some(t)
+    }
+
+    /// The transposed convolution ([`Geom::transposed`]) when the input gradient is computed as
+    /// its forward pass: stride 1, not pointwise, and at least as many input channels as
+    /// output channels (so its column matrix is no larger than the forward pass's).
+    fn gradient_as_convolution(&self) -> Option<Geom> {
+        if self.c < self.o || self.pointwise() {
+            return None;
+        }
+        self.transposed()
     }
 
     /// Rows of the column matrix (the GEMM's inner dimension).
@@ -782,25 +846,114 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], grad: &[T]) -> Vec<T> {
     dw
 }
 
+/// The kernel `(O, C, KH, KW)` flipped in both spatial axes with its channel axes swapped:
+/// `(C, O, KH, KW)`, the kernel of the convolution that maps the output gradient of a stride-1
+/// convolution to its input gradient.
+fn flip_kernel<T: Float>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (kk, k) = (g.kh * g.kw, g.k());
+    let mut flipped = vec![T::ZERO; w.len()];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for i in 0..kk {
+                flipped[(c * g.o + o) * kk + (kk - 1 - i)] = w[o * k + c * kk + i];
+            }
+        }
+    }
+    flipped
+}
+
+/// Both gradients of a convolution for which [`Geom::gradient_as_convolution`] holds, from one
+/// column matrix: the flat concatenation of the input gradient `(N, C, H, W)` and the weight
+/// gradient `(O, C, KH, KW)`.
+///
+/// The input gradient is the forward pass of the transposed convolution `t` over the output
+/// gradient (see [`input_grad`]), whose column matrix `col` holds, for every input pixel `q`,
+/// the output-gradient values `grad[o, q - offset(tap)]` of every channel and (flipped) tap.
+/// Those are exactly the products the weight gradient sums against `x[c, q]`:
+/// `dW[o, c, tap] = sum_q x[c, q] * col[(o, flip(tap)), q]`, that is `x · colᵀ` up to a
+/// permutation. So each tile's `col` is built once and used by two GEMMs, and the weight
+/// gradient needs no im2col of the input at all (whose column matrix is larger, `C >= O`).
+fn input_weight_grad<T: Float>(g: &Geom, t: &Geom, x: &[T], grad: &[T], w: &[T]) -> Vec<T> {
+    let kk = g.kh * g.kw;
+    let (tk, plane) = (t.k(), t.p());
+    let flipped = flip_kernel(g, w);
+    let (x_image, grad_image) = (g.c * plane, g.o * g.p());
+    let mut out = vec![T::ZERO; g.n * x_image + g.o * g.k()];
+    let (gx, gw) = out.split_at_mut(g.n * x_image);
+    let rows = t.tile_rows(tk, size_of::<T>());
+    let jobs: Vec<(usize, (usize, usize))> = (0..g.n)
+        .flat_map(|n| t.tiles(rows).map(move |tile| (n, tile)))
+        .collect();
+    // A fixed partition into chunks summed in order, as in `weight_grad`: reproducible.
+    let chunk = jobs.len().div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let dst = SharedMut::new(gx);
+    let partials: Vec<Vec<T>> = jobs
+        .par_chunks(chunk)
+        .map(|chunk| {
+            // `x · colᵀ`: (C, O * KH * KW), the taps flipped.
+            let mut m = vec![T::ZERO; g.c * tk];
+            let mut col = Vec::new();
+            for &(n, tile) in chunk {
+                let cols = (tile.1 - tile.0) * t.wo;
+                let start = tile.0 * t.wo;
+                col.resize(tk * cols, T::ZERO);
+                im2col(
+                    t,
+                    &grad[n * grad_image..(n + 1) * grad_image],
+                    tile,
+                    &mut col,
+                );
+                let offset = n * x_image + start;
+                // SAFETY: job (n, tile) writes only columns [start, start + cols) of image n's
+                // C rows of the input gradient.
+                unsafe {
+                    dst.gemm(
+                        offset,
+                        plane,
+                        (g.c, cols, tk),
+                        Mat::new(&flipped, tk, 1),
+                        Mat::new(&col[..], cols, 1),
+                        false,
+                    );
+                }
+                let x_tile = Mat::new(&x[offset..], plane, 1);
+                gemm_into(
+                    &mut m,
+                    tk,
+                    (g.c, tk, cols),
+                    x_tile,
+                    Mat::new(&col[..], 1, cols),
+                    true,
+                );
+            }
+            m
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut m = partials.next().unwrap_or_else(|| vec![T::ZERO; g.c * tk]);
+    for part in partials {
+        for (a, b) in m.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for i in 0..kk {
+                gw[(o * g.c + c) * kk + i] = m[c * tk + o * kk + (kk - 1 - i)];
+            }
+        }
+    }
+    out
+}
+
 /// The input gradient `(N, C, H, W)` from the output gradient `(N, O, HO, WO)` and `w (O, K)`.
 fn input_grad<T: Float>(g: &Geom, grad: &[T], w: &[T]) -> Vec<T> {
-    if let Some(t) = g.transposed()
-        && g.c >= g.o
-        && !g.pointwise()
-    {
+    if let Some(t) = g.gradient_as_convolution() {
         // A stride-1 convolution's input gradient is a convolution of the output gradient with
         // the kernel flipped and its channel axes swapped. Run as a forward pass it needs no
         // col2im scatter, which wins when the input has at least as many channels as the
         // output (the column matrix is then no larger).
-        let (kk, k) = (g.kh * g.kw, g.k());
-        let mut flipped = vec![T::ZERO; w.len()];
-        for o in 0..g.o {
-            for c in 0..g.c {
-                for i in 0..kk {
-                    flipped[(c * g.o + o) * kk + (kk - 1 - i)] = w[o * k + c * kk + i];
-                }
-            }
-        }
+        let flipped = flip_kernel(g, w);
         return forward(&t, grad, &flipped, &vec![T::ZERO; g.c], Act::Identity);
     }
     let (k, p, plane) = (g.k(), g.p(), g.h * g.w);
@@ -935,24 +1088,7 @@ impl CustomOp3 for Conv2dOp {
             Act::Identity => grad.contiguous()?,
             act => y.apply_op2_no_bwd(&grad.contiguous()?, &ActGradOp(act))?,
         };
-        let params = self.params;
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        // The two gradients are independent: computing them side by side keeps every core busy
-        // on layers too small to fill them one at a time.
-        let (gx, gw) = rayon::join(
-            || {
-                x.track_op()
-                    .then(|| grad.apply_op2_no_bwd(w, &InputGradOp { params, h, w: wd }))
-                    .transpose()
-            },
-            || {
-                w.track_op()
-                    .then(|| x.apply_op2_no_bwd(&grad, &WeightGradOp { params, kh, kw }))
-                    .transpose()
-            },
-        );
-        let (gx, gw) = (gx?, gw?);
+        let (gx, gw) = gradients(x, w, &grad, self.params, x.track_op(), w.track_op())?;
         let gb = if b.track_op() {
             Some(grad.apply_op1_no_bwd(&BiasGradOp)?)
         } else {
@@ -1073,6 +1209,58 @@ impl CustomOp2 for InputGradOp {
             |gr, w| input_grad(&g, gr, w),
             shape,
         )
+    }
+}
+
+/// `grad.apply_op3_no_bwd(w, x, InputWeightGradOp)`: both gradients, flat (see
+/// [`input_weight_grad`]).
+struct InputWeightGradOp {
+    params: Conv2dParams,
+}
+
+impl CustomOp3 for InputWeightGradOp {
+    fn name(&self) -> &'static str {
+        "fast-conv2d-input-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l3.shape().dims4()?, l2.shape().dims4()?, self.params)?;
+        if l1.shape().dims4()? != (g.n, g.o, g.ho, g.wo) {
+            bail!(
+                "conv2d backward: gradient shape {:?} does not match the input and kernel",
+                l1.shape()
+            );
+        }
+        let Some(t) = g.gradient_as_convolution() else {
+            bail!(
+                "conv2d backward: {:?} has no one-matrix gradient",
+                self.params
+            );
+        };
+        let shape = Shape::from(g.n * g.c * g.h * g.w + g.o * g.k());
+        let storage = match (s1, s2, s3) {
+            (CpuStorage::F32(gr), CpuStorage::F32(w), CpuStorage::F32(x)) => CpuStorage::F32(
+                input_weight_grad(&g, &t, slice(x, l3)?, slice(gr, l1)?, slice(w, l2)?),
+            ),
+            (CpuStorage::F64(gr), CpuStorage::F64(w), CpuStorage::F64(x)) => CpuStorage::F64(
+                input_weight_grad(&g, &t, slice(x, l3)?, slice(gr, l1)?, slice(w, l2)?),
+            ),
+            _ => bail!(
+                "conv2d backward: f32 or f64 tensors of one dtype expected, got {:?}, {:?}, {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((storage, shape))
     }
 }
 
