@@ -37,7 +37,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::classifier::{Classifier, ClassifierConfig, Example, PATCH};
+use super::classifier::{Classifier, ClassifierConfig, Example, PATCH, dihedral};
 use super::fill::fill_boxes;
 use super::metrics::{Confusion, MeanSd, kid};
 use super::patches::{GOOD, Patch, Selection, patch_around, project_patches};
@@ -575,25 +575,97 @@ fn twin_description(real: usize, inpainted: usize, filled: usize) -> String {
     .join(", ")
 }
 
-/// A real defect's mask, cut to its region's box, and the mean grey of its defect-free twin under
-/// the mask (what the defect was painted on: a trace, the background, a texture).
+/// A real defect's mask, cut to its region's box, and (where it has a defect-free twin) the
+/// pattern it was painted on.
 struct MaskCut {
     mask: GrayImage,
-    context: Option<f32>,
+    context: Option<Context>,
 }
 
-/// Mean grey of `image` under the 255 pixels of `mask` placed at (`x`, `y`).
-fn mean_under(image: &GrayImage, mask: &GrayImage, x: u32, y: u32) -> Option<f32> {
-    let (mut sum, mut n) = (0f64, 0u64);
-    for (mx, my, p) in mask.enumerate_pixels() {
-        if p[0] >= 128
-            && let Some(v) = image.get_pixel_checked(x + mx, y + my)
-        {
-            sum += v[0] as f64;
-            n += 1;
+/// Pixels of defect-free surroundings kept on each side of a real defect's box.
+const CONTEXT_MARGIN: u32 = 8;
+
+/// The defect-free pattern around a real defect: its twin cut to the defect's box plus
+/// [`CONTEXT_MARGIN`] (an open: the trace it cuts and the background on both sides), and the
+/// defect's mask in the same frame.
+struct Context {
+    grey: GrayImage,
+    mask: GrayImage,
+}
+
+impl Context {
+    /// The context of the region `r` of `mask` (whose pixels outside `r` are left out) on `twin`.
+    fn cut(twin: &GrayImage, mask: &GrayImage, r: Rect) -> Option<Self> {
+        if twin.dimensions() != mask.dimensions() {
+            return None;
+        }
+        let (x0, y0) = (
+            r.x.saturating_sub(CONTEXT_MARGIN),
+            r.y.saturating_sub(CONTEXT_MARGIN),
+        );
+        let x1 = (r.x + r.w + CONTEXT_MARGIN).min(twin.width());
+        let y1 = (r.y + r.h + CONTEXT_MARGIN).min(twin.height());
+        let grey = image::imageops::crop_imm(twin, x0, y0, x1 - x0, y1 - y0).to_image();
+        let mut frame = GrayImage::new(x1 - x0, y1 - y0);
+        let region = image::imageops::crop_imm(mask, r.x, r.y, r.w, r.h).to_image();
+        image::imageops::overlay(&mut frame, &region, (r.x - x0) as i64, (r.y - y0) as i64);
+        Some(Self { grey, mask: frame })
+    }
+}
+
+/// Weight of a pixel under the defect's mask in [`matched_placement`]'s score, against 1 for a
+/// pixel of its surroundings: what the defect is painted on matters most (an open needs copper
+/// under it), the surroundings decide among places that give it that.
+const UNDER_MASK_WEIGHT: u64 = 4;
+
+/// Where in `window` the defect of `ctx` fits best: of the eight flips and quarter turns of the
+/// context and every place (on a 2-pixel grid, at least `margin` from the window's edges), the
+/// one whose defect-free pattern differs least from the window's (absolute grey differences,
+/// those under the mask weighted by [`UNDER_MASK_WEIGHT`]); the defect's mask placed there,
+/// window-sized, and the score (lower is better; comparable between windows for one context).
+/// `None` when the context does not fit.
+fn matched_placement(window: &GrayImage, ctx: &Context, margin: u32) -> Option<(GrayImage, u64)> {
+    let (w, h) = window.dimensions();
+    let mut best: Option<(u64, u8, u32, u32)> = None;
+    for k in 0..8u8 {
+        let grey = dihedral(&ctx.grey, k);
+        let mask = dihedral(&ctx.mask, k);
+        let (cw, ch) = grey.dimensions();
+        if cw + 2 * margin > w || ch + 2 * margin > h {
+            continue;
+        }
+        let weight: Vec<u64> = mask
+            .as_raw()
+            .iter()
+            .map(|&m| if m >= 128 { UNDER_MASK_WEIGHT } else { 1 })
+            .collect();
+        for y in (margin..=h - margin - ch).step_by(2) {
+            for x in (margin..=w - margin - cw).step_by(2) {
+                let bound = best.map_or(u64::MAX, |b| b.0);
+                let mut score = 0u64;
+                for j in 0..ch {
+                    let row = &window.as_raw()[((y + j) * w + x) as usize..][..cw as usize];
+                    let at = (j * cw) as usize..((j + 1) * cw) as usize;
+                    score += row
+                        .iter()
+                        .zip(&grey.as_raw()[at.clone()])
+                        .zip(&weight[at])
+                        .map(|((&a, &b), &wt)| a.abs_diff(b) as u64 * wt)
+                        .sum::<u64>();
+                    if score >= bound {
+                        break;
+                    }
+                }
+                if score < bound {
+                    best = Some((score, k, x, y));
+                }
+            }
         }
     }
-    (n > 0).then(|| (sum / n as f64) as f32)
+    let (score, k, x, y) = best?;
+    let mut mask = GrayImage::new(w, h);
+    image::imageops::overlay(&mut mask, &dihedral(&ctx.mask, k), x as i64, y as i64);
+    Some((mask, score))
 }
 
 /// The minor class's defect masks in `project`, each cut to one region's box.
@@ -631,7 +703,7 @@ fn minor_mask_cuts(project: &Project, minor: &str) -> Result<Vec<MaskCut>, EvalE
             }
             let cut = image::imageops::crop_imm(&m, r.x, r.y, r.w, r.h).to_image();
             if mask_bbox(&cut).is_some() {
-                let context = twin.as_ref().and_then(|t| mean_under(t, &cut, r.x, r.y));
+                let context = twin.as_ref().and_then(|t| Context::cut(t, &m, r));
                 cuts.push(MaskCut { mask: cut, context });
             }
         }
@@ -668,9 +740,8 @@ fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
         .collect()
 }
 
-/// Stamps tried per synthetic defect; the one whose defect-free context is closest to the real
-/// defect's is kept.
-const PLACEMENT_TRIES: usize = 24;
+/// Windows searched by [`matched_placement`] per synthetic defect.
+const WINDOW_TRIES: usize = 4;
 
 /// Paints one synthetic defect (drawn with `seed`) into `canvas` and cuts its patch; `None` when
 /// the defect cannot be placed.
@@ -692,39 +763,45 @@ fn synthesize(
     if side < 8 {
         return Ok(None);
     }
-    let (cx, cy) = match canvas.places.choose(&mut rng) {
-        Some(r) => (
-            (r.x + r.w / 2) as i64 + rng.random_range(-8..=8),
-            (r.y + r.h / 2) as i64 + rng.random_range(-8..=8),
-        ),
-        None => (rng.random_range(0..w) as i64, rng.random_range(0..h) as i64),
+    let window_at = |rng: &mut ChaCha8Rng| {
+        let (cx, cy) = match canvas.places.choose(rng) {
+            Some(r) => (
+                (r.x + r.w / 2) as i64 + rng.random_range(-8..=8),
+                (r.y + r.h / 2) as i64 + rng.random_range(-8..=8),
+            ),
+            None => (rng.random_range(0..w) as i64, rng.random_range(0..h) as i64),
+        };
+        let x = (cx - side as i64 / 2).clamp(0, (w - side) as i64) as u32;
+        let y = (cy - side as i64 / 2).clamp(0, (h - side) as i64) as u32;
+        image::imageops::crop_imm(&image, x, y, side, side).to_image()
     };
-    let x = (cx - side as i64 / 2).clamp(0, (w - side) as i64) as u32;
-    let y = (cy - side as i64 / 2).clamp(0, (h - side) as i64) as u32;
-    let window = image::imageops::crop_imm(&image, x, y, side, side).to_image();
-    let window_grey = luma(&window);
-    // The defect goes in the window's central half where it fits, anywhere in it otherwise; of
-    // several placements, the one on grey most like the real defect's own surroundings (an open
-    // on a trace, a short between traces).
-    let half = side / 2;
+    // Where the real defect's defect-free surroundings are known, the defect goes where a
+    // window's pattern looks most like them (an open across a trace as wide and as turned as
+    // the one it cut, not into a pad or onto the background), the best of a few windows;
+    // otherwise at a random place, flip, turn and scale in one window's central half, or
+    // anywhere in it if it does not fit there.
+    let mut window = window_at(&mut rng);
     let mut mask: Option<GrayImage> = None;
-    let mut best = f32::INFINITY;
-    for _ in 0..PLACEMENT_TRIES {
-        let Some(m) = stamp_mask(cut, half, half, (0.8, 1.25), &mut rng) else {
-            continue;
-        };
-        let mut full = GrayImage::new(side, side);
-        image::imageops::overlay(&mut full, &m, (side / 4) as i64, (side / 4) as i64);
-        let Some(want) = context else {
-            mask = Some(full);
-            break;
-        };
-        let score =
-            mean_under(&window_grey, &full, 0, 0).map_or(f32::INFINITY, |v| (v - want).abs());
-        if mask.is_none() || score < best {
-            best = score;
-            mask = Some(full);
+    if let Some(ctx) = context {
+        let mut best = u64::MAX;
+        for _ in 0..WINDOW_TRIES {
+            let candidate = window_at(&mut rng);
+            if let Some((m, score)) = matched_placement(&luma(&candidate), ctx, side / 8)
+                && score < best
+            {
+                best = score;
+                mask = Some(m);
+                window = candidate;
+            }
         }
+    }
+    if mask.is_none() {
+        let half = side / 2;
+        mask = stamp_mask(cut, half, half, (0.8, 1.25), &mut rng).map(|m| {
+            let mut full = GrayImage::new(side, side);
+            image::imageops::overlay(&mut full, &m, (side / 4) as i64, (side / 4) as i64);
+            full
+        });
     }
     if mask.is_none() {
         mask = stamp_mask(cut, side, side, (0.5, 1.0), &mut rng);
@@ -1352,6 +1429,51 @@ pub fn parse_groups(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use image::Luma;
+
+    #[test]
+    fn a_defect_is_placed_where_the_pattern_matches_its_surroundings() {
+        use image::Luma;
+        // The real defect: an open cutting a vertical 6-pixel trace on a 60 x 40 template,
+        // its box (the cut) at (27, 18), 6 x 4; a second defect's mask lies in the margin.
+        let twin = GrayImage::from_fn(60, 40, |x, _| {
+            Luma([if (27..33).contains(&x) { 200 } else { 30 }])
+        });
+        let mut mask = GrayImage::new(60, 40);
+        for (x, y) in (27..33).flat_map(|x| (18..22).map(move |y| (x, y))) {
+            mask.put_pixel(x, y, Luma([255]));
+        }
+        mask.put_pixel(20, 14, Luma([255]));
+        let ctx = Context::cut(&twin, &mask, Rect::new(27, 18, 6, 4)).expect("context");
+        assert_eq!(ctx.grey.dimensions(), (22, 20));
+        assert_eq!(
+            ctx.mask.pixels().filter(|p| p[0] == 255).count(),
+            24,
+            "only this region"
+        );
+        assert!(Context::cut(&GrayImage::new(10, 10), &mask, Rect::new(0, 0, 2, 2)).is_none());
+
+        // A window with noise and one horizontal trace of the same width: the open must cross
+        // it, turned a quarter, not land in the noise.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let window = GrayImage::from_fn(96, 96, |_, y| {
+            if (50..56).contains(&y) {
+                Luma([200])
+            } else {
+                Luma([rng.random_range(0..=255)])
+            }
+        });
+        let (placed, score) = matched_placement(&window, &ctx, 12).expect("placement");
+        assert!(
+            score > 0,
+            "the noise around the trace differs from the background"
+        );
+        let bbox = mask_bbox(&placed).expect("a mask");
+        assert_eq!((bbox.y, bbox.h, bbox.w), (50, 6, 4), "{bbox:?}");
+        assert!(placed.pixels().filter(|p| p[0] == 255).count() == 24);
+
+        // A context larger than the window (less its margins) has no place.
+        assert!(matched_placement(&GrayImage::new(40, 40), &ctx, 12).is_none());
+    }
 
     #[test]
     fn twin_description_names_each_kind_of_twin() {
