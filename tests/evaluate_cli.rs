@@ -221,6 +221,8 @@ fn bad_requests_name_the_problem() {
     assert!(e.contains("--max-per-class"), "{e}");
     let e = run(&["--minor", "crack", "--classifier-epochs", "0"]);
     assert!(e.contains("epochs"), "{e}");
+    let e = run(&["--minor", "crack", "--tta", "maybe"]);
+    assert!(e.contains("--tta") && e.contains("maybe"), "{e}");
     let e = run(&["--minor", "crack", "--train-groups", "Crack_g001"]);
     assert!(e.contains("--test-groups"), "{e}");
     let missing = dir.path().join("nothing-here");

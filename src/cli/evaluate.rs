@@ -45,7 +45,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub dtgan_steps: Option<u64>,
     /// At most this many training patches per class besides the minor one [default: the
-    /// preset's: 100 for `cpu`]. More make a stronger classifier and a slower evaluation.
+    /// preset's: 300 for `cpu`]. More make a stronger classifier and a slower evaluation.
     #[arg(long)]
     pub max_per_class: Option<usize>,
     /// Passes of each classifier over its training set [default: the preset's: 24 for `cpu`].
@@ -70,9 +70,10 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub balanced_loss: bool,
     /// Classify each test patch by the mean class probabilities of its eight flips and quarter
-    /// turns (test-time augmentation) instead of the patch alone.
+    /// turns (test-time augmentation: `true`) or by the patch alone (`false`) [default: the
+    /// preset's: `true` for `cpu` and `paper`].
     #[arg(long)]
-    pub tta: bool,
+    pub tta: Option<bool>,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -92,7 +93,9 @@ impl EvaluateArgs {
             config.dtgan.steps = s;
         }
         config.classifier.balanced = self.balanced_loss;
-        config.classifier.tta = self.tta;
+        if let Some(tta) = self.tta {
+            config.classifier.tta = tta;
+        }
         if let Some(n) = self.max_per_class {
             config.max_per_class = n;
         }

@@ -107,9 +107,9 @@ impl EvalConfig {
                         batch_size: 32,
                         lr: 1e-2,
                         balanced: false,
-                        tta: false,
+                        tta: true,
                     },
-                    100,
+                    300,
                 )
             }
             Preset::Paper => (
@@ -119,7 +119,7 @@ impl EvalConfig {
                     batch_size: 64,
                     lr: 1e-3,
                     balanced: false,
-                    tta: false,
+                    tta: true,
                 },
                 5000,
             ),
