@@ -523,7 +523,7 @@ mod tests {
                 "turn {k}"
             );
         }
-        // The check has teeth: one patch at a time, this untrained network is not invariant.
+        // The check has teeth: without the averaging, this network's predictions turn with the patch.
         assert!(plain_changed);
         assert_eq!(argmax(&[0.1, 0.5, 0.5, 0.2]), 1);
     }
