@@ -538,6 +538,13 @@ impl Geom {
             .map(move |r0| (r0, (r0 + rows).min(self.ho)))
     }
 
+    /// Every (image, band of `rows` output rows) pair: the jobs of one pass over the batch.
+    fn jobs(&self, rows: usize) -> Vec<(usize, (usize, usize))> {
+        (0..self.n)
+            .flat_map(|n| self.tiles(rows).map(move |t| (n, t)))
+            .collect()
+    }
+
     /// The input row that kernel row `ky` reads for output row `oy`, if inside the image.
     fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
         (oy * self.stride + ky * self.dil)
@@ -766,10 +773,7 @@ fn gemm_into<T: Float>(
 fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     let (k, p, image) = (g.k(), g.p(), g.c * g.h * g.w);
     let mut out = vec![T::ZERO; g.n * g.o * p];
-    let rows = g.tile_rows(k, size_of::<T>());
-    let jobs: Vec<(usize, (usize, usize))> = (0..g.n)
-        .flat_map(|n| g.tiles(rows).map(move |t| (n, t)))
-        .collect();
+    let jobs = g.jobs(g.tile_rows(k, size_of::<T>()));
     let dst = SharedMut::new(&mut out);
     jobs.par_iter().for_each_init(Vec::new, |col, &(n, tile)| {
         let xn = &x[n * image..(n + 1) * image];
@@ -806,44 +810,47 @@ fn act_grad<T: Float>(y: &[T], grad: &[T], act: Act) -> Vec<T> {
 /// The weight gradient `(O, K)` from `x (N, C, H, W)` and the output gradient `(N, O, HO, WO)`.
 fn weight_grad<T: Float>(g: &Geom, x: &[T], grad: &[T]) -> Vec<T> {
     let (k, p, image) = (g.k(), g.p(), g.c * g.h * g.w);
-    let rows = g.tile_rows(k, size_of::<T>());
-    let jobs: Vec<(usize, (usize, usize))> = (0..g.n)
-        .flat_map(|n| g.tiles(rows).map(move |t| (n, t)))
-        .collect();
-    // A fixed partition of the jobs into chunks, summed in order: the result does not depend
-    // on how rayon schedules them, so training is reproducible (a resumed run continues the
-    // same curve bit for bit).
+    let jobs = g.jobs(g.tile_rows(k, size_of::<T>()));
+    sum_over_chunks(&jobs, g.o * k, |chunk| {
+        let mut dw = vec![T::ZERO; g.o * k];
+        let mut col = Vec::new();
+        for &(n, tile) in chunk {
+            let xn = &x[n * image..(n + 1) * image];
+            let t = (tile.1 - tile.0) * g.wo;
+            let start = tile.0 * g.wo;
+            let rhs = if g.pointwise() {
+                Mat::new(&xn[start..], 1, p)
+            } else {
+                col.resize(k * t, T::ZERO);
+                im2col(g, xn, tile, &mut col);
+                Mat::new(&col[..], 1, t)
+            };
+            let lhs = Mat::new(&grad[n * g.o * p + start..], p, 1);
+            gemm_into(&mut dw, k, (g.o, k, t), lhs, rhs, true);
+        }
+        dw
+    })
+}
+
+/// `f` (a sum of `len` values over a slice of jobs) over a fixed partition of `jobs` into
+/// [`WEIGHT_GRAD_CHUNKS`] chunks run in parallel, the chunks' sums added in order: the result
+/// does not depend on how rayon schedules them, so training is reproducible (a resumed run
+/// continues the same curve bit for bit).
+fn sum_over_chunks<T: Float, J: Sync>(
+    jobs: &[J],
+    len: usize,
+    f: impl Fn(&[J]) -> Vec<T> + Sync,
+) -> Vec<T> {
     let chunk = jobs.len().div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
-    let partials: Vec<Vec<T>> = jobs
-        .par_chunks(chunk)
-        .map(|chunk| {
-            let mut dw = vec![T::ZERO; g.o * k];
-            let mut col = Vec::new();
-            for &(n, tile) in chunk {
-                let xn = &x[n * image..(n + 1) * image];
-                let t = (tile.1 - tile.0) * g.wo;
-                let start = tile.0 * g.wo;
-                let rhs = if g.pointwise() {
-                    Mat::new(&xn[start..], 1, p)
-                } else {
-                    col.resize(k * t, T::ZERO);
-                    im2col(g, xn, tile, &mut col);
-                    Mat::new(&col[..], 1, t)
-                };
-                let lhs = Mat::new(&grad[n * g.o * p + start..], p, 1);
-                gemm_into(&mut dw, k, (g.o, k, t), lhs, rhs, true);
-            }
-            dw
-        })
-        .collect();
+    let partials: Vec<Vec<T>> = jobs.par_chunks(chunk).map(&f).collect();
     let mut partials = partials.into_iter();
-    let mut dw = partials.next().unwrap_or_else(|| vec![T::ZERO; g.o * k]);
+    let mut sum = partials.next().unwrap_or_else(|| vec![T::ZERO; len]);
     for part in partials {
-        for (a, b) in dw.iter_mut().zip(part) {
+        for (a, b) in sum.iter_mut().zip(part) {
             *a += b;
         }
     }
-    dw
+    sum
 }
 
 /// The kernel `(O, C, KH, KW)` flipped in both spatial axes with its channel axes swapped:
@@ -880,62 +887,47 @@ fn input_weight_grad<T: Float>(g: &Geom, t: &Geom, x: &[T], grad: &[T], w: &[T])
     let (x_image, grad_image) = (g.c * plane, g.o * g.p());
     let mut out = vec![T::ZERO; g.n * x_image + g.o * g.k()];
     let (gx, gw) = out.split_at_mut(g.n * x_image);
-    let rows = t.tile_rows(tk, size_of::<T>());
-    let jobs: Vec<(usize, (usize, usize))> = (0..g.n)
-        .flat_map(|n| t.tiles(rows).map(move |tile| (n, tile)))
-        .collect();
-    // A fixed partition into chunks summed in order, as in `weight_grad`: reproducible.
-    let chunk = jobs.len().div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let jobs = t.jobs(t.tile_rows(tk, size_of::<T>()));
     let dst = SharedMut::new(gx);
-    let partials: Vec<Vec<T>> = jobs
-        .par_chunks(chunk)
-        .map(|chunk| {
-            // `x · colᵀ`: (C, O * KH * KW), the taps flipped.
-            let mut m = vec![T::ZERO; g.c * tk];
-            let mut col = Vec::new();
-            for &(n, tile) in chunk {
-                let cols = (tile.1 - tile.0) * t.wo;
-                let start = tile.0 * t.wo;
-                col.resize(tk * cols, T::ZERO);
-                im2col(
-                    t,
-                    &grad[n * grad_image..(n + 1) * grad_image],
-                    tile,
-                    &mut col,
-                );
-                let offset = n * x_image + start;
-                // SAFETY: job (n, tile) writes only columns [start, start + cols) of image n's
-                // C rows of the input gradient.
-                unsafe {
-                    dst.gemm(
-                        offset,
-                        plane,
-                        (g.c, cols, tk),
-                        Mat::new(&flipped, tk, 1),
-                        Mat::new(&col[..], cols, 1),
-                        false,
-                    );
-                }
-                let x_tile = Mat::new(&x[offset..], plane, 1);
-                gemm_into(
-                    &mut m,
-                    tk,
-                    (g.c, tk, cols),
-                    x_tile,
-                    Mat::new(&col[..], 1, cols),
-                    true,
+    let m = sum_over_chunks(&jobs, g.c * tk, |chunk| {
+        // `x · colᵀ`: (C, O * KH * KW), the taps flipped.
+        let mut m = vec![T::ZERO; g.c * tk];
+        let mut col = Vec::new();
+        for &(n, tile) in chunk {
+            let cols = (tile.1 - tile.0) * t.wo;
+            let start = tile.0 * t.wo;
+            col.resize(tk * cols, T::ZERO);
+            im2col(
+                t,
+                &grad[n * grad_image..(n + 1) * grad_image],
+                tile,
+                &mut col,
+            );
+            let offset = n * x_image + start;
+            // SAFETY: job (n, tile) writes only columns [start, start + cols) of image n's
+            // C rows of the input gradient.
+            unsafe {
+                dst.gemm(
+                    offset,
+                    plane,
+                    (g.c, cols, tk),
+                    Mat::new(&flipped, tk, 1),
+                    Mat::new(&col[..], cols, 1),
+                    false,
                 );
             }
-            m
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let mut m = partials.next().unwrap_or_else(|| vec![T::ZERO; g.c * tk]);
-    for part in partials {
-        for (a, b) in m.iter_mut().zip(part) {
-            *a += b;
+            let x_tile = Mat::new(&x[offset..], plane, 1);
+            gemm_into(
+                &mut m,
+                tk,
+                (g.c, tk, cols),
+                x_tile,
+                Mat::new(&col[..], 1, cols),
+                true,
+            );
         }
-    }
+        m
+    });
     for o in 0..g.o {
         for c in 0..g.c {
             for i in 0..kk {
