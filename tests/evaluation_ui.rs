@@ -109,6 +109,7 @@ fn results() -> EvalResults {
             train_counts: BTreeMap::new(),
             test_counts: BTreeMap::new(),
             dtgan_pairs: 10,
+            synthesis_attempts: 400,
         },
         dtgan_run: PathBuf::from("dtgan"),
         dtgan_steps: 4,

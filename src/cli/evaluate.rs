@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::dtgan::Preset;
+use crate::dtgan::generate::Composite;
 use crate::dtgan::run::TrainControl;
 use crate::eval::experiment::{EvalConfig, EvalEvent, EvalRequest, evaluate, parse_groups};
 use crate::nn::device::DeviceChoice;
@@ -74,6 +75,10 @@ pub struct EvaluateArgs {
     /// preset's: `true` for `cpu` and `paper`].
     #[arg(long)]
     pub tta: Option<bool>,
+    /// Which pixels of each generated tile a synthetic patch takes: none (the whole tile), mask,
+    /// or dilated:K (the mask grown by K pixels).
+    #[arg(long, default_value_t = Composite::default())]
+    pub composite: Composite,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -102,6 +107,7 @@ impl EvaluateArgs {
         if let Some(e) = self.classifier_epochs {
             config.classifier.epochs = e;
         }
+        config.composite = self.composite;
         EvalRequest {
             train: self.train.clone(),
             test: self.test.clone(),

@@ -180,8 +180,8 @@ pub fn markdown(r: &EvalResults) -> String {
     let _ = writeln!(s, "- Test patches per class: {}.", counts(&d.test_counts));
     let _ = writeln!(
         s,
-        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed.",
-        r.synthetic, r.seed
+        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`; {} attempts, those without a place matching a real defect's surroundings skipped.",
+        r.synthetic, r.seed, r.config.composite, d.synthesis_attempts
     );
     let c = &r.config.classifier;
     let _ = writeln!(
