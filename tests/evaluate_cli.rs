@@ -178,6 +178,10 @@ fn transfer_learns_the_defect_in_the_source_groups_only() {
         serde_json::json!(["group77000"])
     );
     assert_eq!(r["data"]["test_groups"], serde_json::json!(["group92000"]));
+    // Each of the 6 synthetic defects took an attempt; placements without a matching pattern
+    // took more.
+    let attempts = r["data"]["synthesis_attempts"].as_u64().expect("attempts");
+    assert!((6..=76).contains(&attempts), "{attempts}");
     // The DTGAN's pairs are the source groups' pin-hole images: 44 pairs show pin-holes there.
     let pairs = r["data"]["dtgan_pairs"].as_u64().expect("pairs");
     let index = std::fs::read_to_string(data.join("index.csv")).expect("index.csv");
@@ -223,6 +227,11 @@ fn bad_requests_name_the_problem() {
     assert!(e.contains("epochs"), "{e}");
     let e = run(&["--minor", "crack", "--tta", "maybe"]);
     assert!(e.contains("--tta") && e.contains("maybe"), "{e}");
+    let e = run(&["--minor", "crack", "--composite", "dilated:x"]);
+    assert!(
+        e.contains("--composite") && e.contains("none, mask or dilated:K"),
+        "{e}"
+    );
     let e = run(&["--minor", "crack", "--train-groups", "Crack_g001"]);
     assert!(e.contains("--test-groups"), "{e}");
     let missing = dir.path().join("nothing-here");
