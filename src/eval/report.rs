@@ -180,7 +180,7 @@ pub fn markdown(r: &EvalResults) -> String {
     let _ = writeln!(s, "- Test patches per class: {}.", counts(&d.test_counts));
     let _ = writeln!(
         s,
-        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`; {} attempts, those without a place matching a real defect's surroundings skipped.",
+        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`; {} attempts (an attempt is skipped when no place matches a real defect's surroundings, or when the painted defect changes its pixels less than half as much as the real one did).",
         r.synthetic, r.seed, r.config.composite, d.synthesis_attempts
     );
     let c = &r.config.classifier;
