@@ -53,6 +53,11 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     let r = results(&out);
     assert_eq!(r["minor"], "crack");
     assert_eq!(r["data"]["mode"], "few-shot");
+    // The K real cracks' twins are their boxes filled from the borders: places are matched
+    // against those surroundings too.
+    let y = &r["data"]["synthesis"];
+    assert!(y["candidates"].as_u64().is_some_and(|c| c > 0), "{y}");
+    assert!(y["worst_match"].as_f64().is_some(), "{y}");
     let classes: Vec<&str> = r["classes"]
         .as_array()
         .expect("classes")
@@ -178,10 +183,17 @@ fn transfer_learns_the_defect_in_the_source_groups_only() {
         serde_json::json!(["group77000"])
     );
     assert_eq!(r["data"]["test_groups"], serde_json::json!(["group92000"]));
-    // Each of the 6 synthetic defects took an attempt; placements without a matching pattern
-    // took more.
-    let attempts = r["data"]["synthesis_attempts"].as_u64().expect("attempts");
-    assert!((6..=136).contains(&attempts), "{attempts}");
+    // The pin-holes have twins, so 6 candidate places per synthetic defect were matched
+    // against their surroundings, and the best were painted.
+    let y = &r["data"]["synthesis"];
+    let candidates = y["candidates"].as_u64().expect("candidates");
+    let painted = y["painted"].as_u64().expect("painted");
+    let worst = y["worst_match"].as_f64().expect("worst match");
+    assert!((6..=36).contains(&candidates), "{y}");
+    assert!((6..=candidates).contains(&painted), "{y}");
+    assert!((0.0..1.0).contains(&worst), "{y}");
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(report.contains("candidate places matched"), "{report}");
     // The DTGAN's pairs are the source groups' pin-hole images: 44 pairs show pin-holes there.
     let pairs = r["data"]["dtgan_pairs"].as_u64().expect("pairs");
     let index = std::fs::read_to_string(data.join("index.csv")).expect("index.csv");

@@ -109,7 +109,7 @@ fn results() -> EvalResults {
             train_counts: BTreeMap::new(),
             test_counts: BTreeMap::new(),
             dtgan_pairs: 10,
-            synthesis_attempts: 400,
+            synthesis: Default::default(),
         },
         dtgan_run: PathBuf::from("dtgan"),
         dtgan_steps: 4,

@@ -180,9 +180,29 @@ pub fn markdown(r: &EvalResults) -> String {
     let _ = writeln!(s, "- Test patches per class: {}.", counts(&d.test_counts));
     let _ = writeln!(
         s,
-        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`; {} attempts (an attempt is skipped when no place matches a real defect's surroundings, or when the painted defect changes its pixels less than half as much as the real one did).",
-        r.synthetic, r.seed, r.config.composite, d.synthesis_attempts
+        "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`.",
+        r.synthetic, r.seed, r.config.composite
     );
+    let y = &d.synthesis;
+    let _ = match y.worst_match {
+        Some(worst) => writeln!(
+            s,
+            "- Placement: {} candidate places matched against the real defects' surroundings; the best-matching were painted (largest mismatch used {:.3} of full scale); {} painted, those fainter than half the real defect skipped{}.",
+            y.candidates,
+            worst,
+            y.painted,
+            if y.faint_used > 0 {
+                format!(" (but {} of them used: too few visible ones)", y.faint_used)
+            } else {
+                String::new()
+            }
+        ),
+        None => writeln!(
+            s,
+            "- Placement: random (no defect-free twins to match); {} painted.",
+            y.painted
+        ),
+    };
     let c = &r.config.classifier;
     let _ = writeln!(
         s,
