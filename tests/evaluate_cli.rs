@@ -239,6 +239,8 @@ fn bad_requests_name_the_problem() {
     assert!(e.contains("epochs"), "{e}");
     let e = run(&["--minor", "crack", "--tta", "maybe"]);
     assert!(e.contains("--tta") && e.contains("maybe"), "{e}");
+    let e = run(&["--minor", "crack", "--candidates", "0"]);
+    assert!(e.contains("--candidates"), "{e}");
     let e = run(&["--minor", "crack", "--composite", "dilated:x"]);
     assert!(
         e.contains("--composite") && e.contains("none, mask or dilated:K"),

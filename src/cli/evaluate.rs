@@ -79,6 +79,11 @@ pub struct EvaluateArgs {
     /// or dilated:K (the mask grown by K pixels).
     #[arg(long, default_value_t = Composite::default())]
     pub composite: Composite,
+    /// Candidate places drawn per synthetic defect where the real defects have twins; the
+    /// best-matching of them are painted, so more candidates mean closer matches (and less
+    /// varied places) [default: 6].
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -108,6 +113,9 @@ impl EvaluateArgs {
             config.classifier.epochs = e;
         }
         config.composite = self.composite;
+        if let Some(n) = self.candidates {
+            config.candidates = n;
+        }
         EvalRequest {
             train: self.train.clone(),
             test: self.test.clone(),

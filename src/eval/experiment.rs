@@ -79,6 +79,14 @@ pub struct EvalConfig {
     /// Which pixels of a generated tile the synthetic patches take.
     #[serde(default)]
     pub composite: Composite,
+    /// Candidate places drawn per synthetic defect where real defects have twins to match; the
+    /// best-matching are painted (see [`CANDIDATES_PER_DEFECT`]).
+    #[serde(default = "default_candidates")]
+    pub candidates: usize,
+}
+
+fn default_candidates() -> usize {
+    CANDIDATES_PER_DEFECT
 }
 
 impl EvalConfig {
@@ -134,6 +142,7 @@ impl EvalConfig {
             max_per_class,
             dtgan,
             composite: Composite::default(),
+            candidates: CANDIDATES_PER_DEFECT,
         }
     }
 }
@@ -826,8 +835,8 @@ fn canvases(project: &Project, target: &Selection) -> Vec<Canvas> {
 /// Windows searched by [`matched_placement`] per synthetic defect.
 const WINDOW_TRIES: usize = 16;
 
-/// Candidate placements drawn per synthetic defect where real defects have twins to match: the
-/// best-matching sixth are painted. A poor place makes a defect that looks like another class
+/// Candidate placements drawn per synthetic defect where real defects have twins to match, by
+/// default (`evaluate --candidates`): the best-matching are painted. A poor place makes a defect that looks like another class
 /// (an open in a pad is a pin-hole, one across a trace's edge a mousebite, one on the
 /// background no defect at all); an absolute limit on the mismatch fits one class and starves
 /// another (0.08 of full scale let one DeepPCB open placement in six through, but one short in
@@ -986,6 +995,9 @@ pub fn evaluate(
     }
     if req.seeds == 0 {
         return Err(EvalError::Config("--seeds must be at least 1".into()));
+    }
+    if req.config.candidates == 0 {
+        return Err(EvalError::Config("--candidates must be at least 1".into()));
     }
     if req.config.max_per_class == 0 {
         return Err(EvalError::Config(
@@ -1263,7 +1275,7 @@ pub fn evaluate(
     // best match first; otherwise each attempt is painted as drawn.
     let matching = cuts.iter().any(|c| c.context.is_some());
     let order: Vec<u64> = if matching {
-        let candidates = (synthetic * CANDIDATES_PER_DEFECT) as u64;
+        let candidates = (synthetic * req.config.candidates) as u64;
         on_event(EvalEvent::Stage(format!(
             "matching {candidates} candidate places for {synthetic} synthetic {} defects",
             req.minor
