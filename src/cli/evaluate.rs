@@ -81,7 +81,7 @@ pub struct EvaluateArgs {
     pub composite: Composite,
     /// Candidate places drawn per synthetic defect where the real defects have twins; the
     /// best-matching of them are painted, so more candidates mean closer matches (and less
-    /// varied places) [default: 6].
+    /// varied places) [default: 12].
     #[arg(long)]
     pub candidates: Option<usize>,
     /// Master seed.
