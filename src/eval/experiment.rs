@@ -681,6 +681,11 @@ const MIN_CHANGE_RATIO: f64 = 0.5;
 /// under it), the surroundings decide among places that give it that.
 const UNDER_MASK_WEIGHT: u64 = 4;
 
+/// A context pixel's weight in [`matched_placement`]'s score, from its mask value.
+fn placement_weight(mask: u8) -> u64 {
+    if mask >= 128 { UNDER_MASK_WEIGHT } else { 1 }
+}
+
 /// Where in `window` the defect of `ctx` fits best: of the eight flips and quarter turns of the
 /// context and every place at least `margin` from the window's edges (searched on a 2-pixel
 /// grid, the best then refined to the pixel), the one whose defect-free pattern differs least
@@ -706,11 +711,7 @@ fn matched_placement(window: &GrayImage, ctx: &Context, margin: u32) -> Option<(
     let (score, k, x, y) = best?;
     let mut mask = GrayImage::new(w, h);
     image::imageops::overlay(&mut mask, &dihedral(&ctx.mask, k), x as i64, y as i64);
-    let weights: u64 = ctx
-        .mask
-        .pixels()
-        .map(|p| if p[0] >= 128 { UNDER_MASK_WEIGHT } else { 1 })
-        .sum();
+    let weights: u64 = ctx.mask.as_raw().iter().map(|&m| placement_weight(m)).sum();
     Some((mask, score as f64 / (weights.max(1) * 255) as f64))
 }
 
@@ -730,7 +731,7 @@ fn search_places(
     let weight: Vec<u64> = dihedral(&ctx.mask, k)
         .as_raw()
         .iter()
-        .map(|&m| if m >= 128 { UNDER_MASK_WEIGHT } else { 1 })
+        .map(|&m| placement_weight(m))
         .collect();
     for (x, y) in places {
         if x < margin || y < margin || x + cw + margin > w || y + ch + margin > h {
@@ -883,7 +884,8 @@ fn place(canvas: &Canvas, cuts: &[MaskCut], seed: u64) -> Result<Option<Placemen
     // window's pattern looks most like them (an open across a trace as wide and as turned as
     // the one it cut, not into a pad or onto the background), the best of [`WINDOW_TRIES`]
     // windows; otherwise at a random place, flip, turn and scale in one window's central half,
-    // or anywhere in it if it does not fit there.
+    // or anywhere in it if it does not fit there. (The matched path draws this first window
+    // too and does not use it: the draw keeps each seed's places as they were measured.)
     let window = window_at(&mut rng);
     if let Some(ctx) = context {
         let windows: Vec<RgbImage> = (0..WINDOW_TRIES).map(|_| window_at(&mut rng)).collect();
@@ -1318,6 +1320,9 @@ pub fn evaluate(
             break;
         }
         check_cancel(control)?;
+        // Placed again from its seed rather than kept from the ranking: only about one
+        // candidate in `candidates` is painted, and keeping every candidate's window would
+        // hold thousands of them in memory.
         let Some(p) = place(canvas_of(attempt), &cuts, place_seed(attempt))? else {
             continue;
         };
