@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 use super::config::{Activation, ModelConfig};
-use crate::nn::conv::Act;
+use crate::nn::conv::{Act, ChainStage, conv_chain};
 use crate::nn::spectral::{SnConv2d, SnConv2dConfig};
 use crate::nn::upsample::upsample_nearest2x;
 
@@ -146,18 +146,24 @@ impl Generator {
     /// `image`: `(B, C, H, W)` in [-1, 1]; `mask`: `(B, 1, H, W)` in {0, 1}; `H` and `W` multiples
     /// of 4. Returns the defect image, `(B, C, H, W)` in [-1, 1].
     pub fn forward(&self, image: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = Tensor::cat(&[image, mask], 1)?;
+        let mut weights = Vec::with_capacity(self.layers.len());
+        let mut stages = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            if layer.upsample {
-                x = upsample_nearest2x(&x)?;
-            }
-            let act = if layer.relu {
-                self.activation.fused()
-            } else {
-                Act::Identity
-            };
-            x = layer.conv.forward_act(&x, train, act)?;
+            let (w, _) = layer.conv.normalized_weight(train)?;
+            weights.push((w, layer.conv.bias().cloned()));
+            stages.push(ChainStage {
+                upsample: layer.upsample,
+                params: layer.conv.params(),
+                act: if layer.relu {
+                    self.activation.fused()
+                } else {
+                    Act::Identity
+                },
+            });
         }
+        // One op for the 17 convolutions: on the CPU its backward pass hands the gradient from
+        // layer to layer without candle's per-node bookkeeping (see `conv_chain`).
+        let x = conv_chain(&Tensor::cat(&[image, mask], 1)?, &weights, &stages)?;
         (image + x)?.clamp(-1f32, 1f32)
     }
 }

@@ -386,6 +386,7 @@ pub fn conv2d_flops(x_dims: &[usize], w_dims: &[usize], params: Conv2dParams) ->
 /// The element types the kernel handles.
 trait Float:
     Copy
+    + Default
     + Send
     + Sync
     + 'static
@@ -1296,6 +1297,10 @@ impl CustomOp2 for WeightGradOp {
         )
     }
 }
+
+mod chain;
+
+pub use chain::{ChainStage, conv_chain};
 
 #[cfg(test)]
 mod tests;

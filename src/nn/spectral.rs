@@ -199,12 +199,21 @@ impl SnConv2d {
     /// [`conv2d_fused`]).
     pub fn forward_act(&self, xs: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let (w, _) = self.normalized_weight(train)?;
-        let params = Conv2dParams {
+        conv2d_fused(xs, &w, self.bias.as_ref(), self.params(), act)
+    }
+
+    /// The convolution's stride, padding and dilation.
+    pub fn params(&self) -> Conv2dParams {
+        Conv2dParams {
             stride: self.cfg.stride,
             padding: self.cfg.padding,
             dilation: self.cfg.dilation,
-        };
-        conv2d_fused(xs, &w, self.bias.as_ref(), params, act)
+        }
+    }
+
+    /// The bias `(out,)`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 

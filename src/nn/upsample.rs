@@ -33,7 +33,7 @@ struct Up2x;
 /// `grad.apply_op1_no_bwd(&Down2xSum)`: each 2x2 block summed, the adjoint of [`Up2x`].
 struct Down2xSum;
 
-fn up<T: Copy + Default + Send + Sync>(x: &[T], (h, w): (usize, usize)) -> Vec<T> {
+pub(crate) fn up<T: Copy + Default + Send + Sync>(x: &[T], (h, w): (usize, usize)) -> Vec<T> {
     let mut out = vec![T::default(); 4 * x.len()];
     out.par_chunks_mut(4 * h * w)
         .zip(x.par_chunks(h * w))
@@ -50,7 +50,7 @@ fn up<T: Copy + Default + Send + Sync>(x: &[T], (h, w): (usize, usize)) -> Vec<T
     out
 }
 
-fn down_sum<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(
+pub(crate) fn down_sum<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(
     g: &[T],
     (h, w): (usize, usize),
 ) -> Vec<T> {
