@@ -7,8 +7,8 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 use super::config::{Activation, ModelConfig};
-use crate::nn::conv::{Act, ChainStage, conv_chain};
-use crate::nn::spectral::{SnConv2d, SnConv2dConfig};
+use crate::nn::conv::Act;
+use crate::nn::spectral::{SnConv2d, SnConv2dConfig, sn_chain};
 use crate::nn::upsample::upsample_nearest2x;
 
 /// Power iterations run before calibration, so `sigma` is converged when gains are measured.
@@ -146,24 +146,14 @@ impl Generator {
     /// `image`: `(B, C, H, W)` in [-1, 1]; `mask`: `(B, 1, H, W)` in {0, 1}; `H` and `W` multiples
     /// of 4. Returns the defect image, `(B, C, H, W)` in [-1, 1].
     pub fn forward(&self, image: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
-        let mut weights = Vec::with_capacity(self.layers.len());
-        let mut stages = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let (w, _) = layer.conv.normalized_weight(train)?;
-            weights.push((w, layer.conv.bias().cloned()));
-            stages.push(ChainStage {
-                upsample: layer.upsample,
-                params: layer.conv.params(),
-                act: if layer.relu {
-                    self.activation.fused()
-                } else {
-                    Act::Identity
-                },
-            });
-        }
+        let act = self.activation.fused();
+        let layers = self.layers.iter().map(|l| {
+            let act = if l.relu { act } else { Act::Identity };
+            (&l.conv, l.upsample, act)
+        });
         // One op for the 17 convolutions: on the CPU its backward pass hands the gradient from
         // layer to layer without candle's per-node bookkeeping (see `conv_chain`).
-        let x = conv_chain(&Tensor::cat(&[image, mask], 1)?, &weights, &stages)?;
+        let x = sn_chain(&Tensor::cat(&[image, mask], 1)?, layers, train)?;
         (image + x)?.clamp(-1f32, 1f32)
     }
 }
@@ -204,11 +194,8 @@ impl ConvStack {
 
     /// `(N, C, S, S)` -> `(N, features)`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for conv in &self.convs {
-            x = conv.forward_act(&x, train, Act::Leaky(LEAK))?;
-        }
-        x.flatten_from(1)
+        let layers = self.convs.iter().map(|c| (c, false, Act::Leaky(LEAK)));
+        sn_chain(x, layers, train)?.flatten_from(1)
     }
 
     /// Output side for an input side (each layer halves, rounding up).

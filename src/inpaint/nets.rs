@@ -16,7 +16,7 @@ use super::config::InpaintModel;
 use crate::dtgan::Activation;
 use crate::dtgan::nets::ConvStack;
 use crate::nn::conv::Act;
-use crate::nn::spectral::{SnConv2d, SnConv2dConfig};
+use crate::nn::spectral::{SnConv2d, SnConv2dConfig, sn_chain};
 use crate::nn::upsample::upsample_nearest2x;
 
 /// Power iterations before calibration, so that `sigma` has converged when gains are measured.
@@ -106,19 +106,12 @@ impl Chain {
 
     /// Runs the chain.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for layer in &self.layers {
-            if layer.upsample {
-                x = upsample_nearest2x(&x)?;
-            }
-            let act = if layer.act {
-                self.activation.fused()
-            } else {
-                Act::Identity
-            };
-            x = layer.conv.forward_act(&x, train, act)?;
-        }
-        Ok(x)
+        let act = self.activation.fused();
+        let layers = self.layers.iter().map(|l| {
+            let act = if l.act { act } else { Act::Identity };
+            (&l.conv, l.upsample, act)
+        });
+        sn_chain(x, layers, train)
     }
 
     /// Convolution FLOP (2 per multiply-add) of one forward pass on `(n, c, h, w)` input.

@@ -17,6 +17,11 @@
 //!   groups of input channels so the scatters never race. Input and weight gradients run side by
 //!   side.
 //!
+//! - a chain of such convolutions (each optionally after a nearest x2 upsampling) runs as one op,
+//!   [`conv_chain`], whose backward pass hands gradients from layer to layer itself instead of
+//!   through candle's per-node bookkeeping; every network of the studio runs its plain
+//!   convolution stacks through it.
+//!
 //! `K = C * KH * KW` and a tile is a band of output rows sized so that its column matrix stays in
 //! the L2 cache. 1x1 stride-1 unpadded convolutions skip im2col altogether. On other devices,
 //! and for other dtypes, [`conv2d`] is candle's own `conv2d`. `dtgan-studio bench --net` times it

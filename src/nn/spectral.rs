@@ -13,7 +13,7 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder, VarMap};
 
-use super::conv::{Act, Conv2dParams, conv2d_fused};
+use super::conv::{Act, ChainStage, Conv2dParams, conv_chain, conv2d_fused};
 
 /// Guards the vector normalisation against division by zero (an all-zero weight).
 const NORM_EPS: f64 = 1e-12;
@@ -215,6 +215,27 @@ impl SnConv2d {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
+}
+
+/// Runs `x` through spectrally normalised layers, each `(layer, upsample first, activation)`, as
+/// one [`conv_chain`] op (on the CPU: one forward and one backward call for the whole chain).
+pub fn sn_chain<'a>(
+    x: &Tensor,
+    layers: impl IntoIterator<Item = (&'a SnConv2d, bool, Act)>,
+    train: bool,
+) -> Result<Tensor> {
+    let mut weights = Vec::new();
+    let mut stages = Vec::new();
+    for (conv, upsample, act) in layers {
+        let (w, _) = conv.normalized_weight(train)?;
+        weights.push((w, conv.bias.clone()));
+        stages.push(ChainStage {
+            upsample,
+            params: conv.params(),
+            act,
+        });
+    }
+    conv_chain(x, &weights, &stages)
 }
 
 impl ModuleT for SnConv2d {
