@@ -230,6 +230,25 @@ impl ChainOp {
         (want_x.then_some(g), dk, db)
     }
 
+    /// [`ChainOp::backward`] with its results as tensors shaped like `x`, `kernels`, `biases`.
+    fn backward_tensors<T: Float + candle_core::WithDType>(
+        &self,
+        plan: &Plan,
+        slices: (&[T], &[T], &[T], &[T]),
+        saved: &Saved<T>,
+        want_x: bool,
+        (x, kernels, biases): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let (gx, dk, db) = self.backward(plan, slices, saved, want_x);
+        let dev = x.device();
+        Ok((
+            gx.map(|v| Tensor::from_vec(v, x.shape(), dev))
+                .transpose()?,
+            Tensor::from_vec(dk, kernels.shape(), dev)?,
+            Tensor::from_vec(db, biases.shape(), dev)?,
+        ))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<AnySaved>> {
         // A poisoned lock only means a panic elsewhere; the saved activations are still whole.
         self.saved.lock().unwrap_or_else(|e| e.into_inner())
@@ -338,14 +357,7 @@ impl CustomOp3 for ChainOp {
                         slice(yd, yl)?,
                         slice(gd, gl)?,
                     );
-                    let (gx, dk, db) = self.backward(&plan, slices, saved, want_x);
-                    let dev = x.device();
-                    (
-                        gx.map(|v| Tensor::from_vec(v, x.shape(), dev))
-                            .transpose()?,
-                        Tensor::from_vec(dk, kernels.shape(), dev)?,
-                        Tensor::from_vec(db, biases.shape(), dev)?,
-                    )
+                    self.backward_tensors(&plan, slices, saved, want_x, (x, kernels, biases))?
                 }
                 (
                     Storage::Cpu(CpuStorage::F64(xd)),
@@ -360,14 +372,7 @@ impl CustomOp3 for ChainOp {
                         slice(yd, yl)?,
                         slice(gd, gl)?,
                     );
-                    let (gx, dk, db) = self.backward(&plan, slices, saved, want_x);
-                    let dev = x.device();
-                    (
-                        gx.map(|v| Tensor::from_vec(v, x.shape(), dev))
-                            .transpose()?,
-                        Tensor::from_vec(dk, kernels.shape(), dev)?,
-                        Tensor::from_vec(db, biases.shape(), dev)?,
-                    )
+                    self.backward_tensors(&plan, slices, saved, want_x, (x, kernels, biases))?
                 }
                 (.., None) => bail!("conv chain: backward pass without a forward pass"),
                 _ => bail!("conv chain: CPU tensors of the forward pass's dtype expected"),
