@@ -162,6 +162,16 @@ impl Act {
     }
 }
 
+/// Refuses a leaky ReLU whose slope is not positive, naming `op`.
+fn check_act(op: &str, act: Act) -> Result<()> {
+    if let Act::Leaky(slope) = act
+        && slope.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+    {
+        bail!("{op}: a leaky ReLU slope must be positive, got {slope}");
+    }
+    Ok(())
+}
+
 /// `x (N, C, H, W)` convolved with `w (O, C, KH, KW)`, giving `(N, O, HO, WO)`, with gradients for
 /// both. Uses the fast kernel for f32 and f64 tensors on the CPU and candle's `conv2d` otherwise.
 pub fn conv2d(x: &Tensor, w: &Tensor, params: Conv2dParams) -> Result<Tensor> {
@@ -178,11 +188,7 @@ pub fn conv2d_fused(
     params: Conv2dParams,
     act: Act,
 ) -> Result<Tensor> {
-    if let Act::Leaky(slope) = act
-        && slope.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-    {
-        bail!("conv2d: a leaky ReLU slope must be positive, got {slope}");
-    }
+    check_act("conv2d", act)?;
     let fast = kernel() == ConvKernel::Fast
         && x.device().is_cpu()
         && w.device().is_cpu()

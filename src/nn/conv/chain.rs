@@ -7,8 +7,9 @@
 //! This op runs a whole chain of stages, each an optional nearest x2 upsampling followed by
 //! `act(conv(x, w) + b)`, in one forward call and one backward call: the activations are kept
 //! by the op itself, every gradient is handed from stage to stage without a copy, and the
-//! activation gradient is applied in place in the same pass that sums the bias gradient. The weights and biases travel as two flat tensors,
-//! so candle still routes their gradients through the spectral norm (or whatever produced them).
+//! activation gradient is applied in place in the same pass that sums the bias gradient. The
+//! weights and biases travel as two flat tensors, so candle still routes their gradients through
+//! the spectral norm (or whatever produced them).
 //!
 //! On other devices, other dtypes and with candle's kernel selected, [`conv_chain`] is the same
 //! chain of [`conv2d_fused`] and [`upsample_nearest2x`] calls, which is also the reference the
@@ -21,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use rayon::prelude::*;
 
 use super::{
-    Act, Conv2dParams, ConvKernel, Float, Geom, conv2d_fused, forward, input_grad,
+    Act, Conv2dParams, ConvKernel, Float, Geom, check_act, conv2d_fused, forward, input_grad,
     input_weight_grad, kernel, slice, weight_grad,
 };
 use crate::nn::upsample::{down_sum, up, upsample_nearest2x};
@@ -53,11 +54,7 @@ pub fn conv_chain(
         );
     }
     for stage in stages {
-        if let Act::Leaky(slope) = stage.act
-            && slope.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            bail!("conv chain: a leaky ReLU slope must be positive, got {slope}");
-        }
+        check_act("conv chain", stage.act)?;
     }
     let fast = kernel() == ConvKernel::Fast
         && x.device().is_cpu()
