@@ -199,7 +199,8 @@ pub fn markdown(r: &EvalResults) -> String {
         ),
         None => writeln!(
             s,
-            "- Placement: random (no defect-free twins to match); {} painted.",
+            "- Placement: random (no real or inpainted twin to match; a box filled by blending is \
+             no guide); {} painted.",
             y.painted
         ),
     };
