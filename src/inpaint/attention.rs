@@ -50,9 +50,6 @@ impl Default for AttentionConfig {
 pub struct Attention {
     /// The reconstructed features, `(N, C, H, W)`.
     pub output: Tensor,
-    /// For each batch element, the best background patch of every foreground position at the
-    /// matching resolution, row-major (`y * w + x`), `h * w` entries, and that resolution.
-    pub best: Vec<Vec<u32>>,
     /// `(h, w)` of the matching resolution.
     pub grid: (usize, usize),
     /// For each batch element, whether each background patch was usable (not touching the hole).
@@ -60,6 +57,22 @@ pub struct Attention {
     /// For each batch element, the attention weights, `(P, Q)`: foreground position by
     /// background patch, both row-major at the matching resolution.
     pub weights: Vec<Tensor>,
+}
+
+impl Attention {
+    /// For each batch element, the best background patch of every foreground position at the
+    /// matching resolution, row-major (`y * w + x`), `h * w` entries. Computed on demand: reading
+    /// it back to the host waits for the device, which the training step must not do per sample.
+    pub fn best(&self) -> Result<Vec<Vec<u32>>> {
+        self.weights
+            .iter()
+            .map(|att| {
+                att.argmax(D::Minus1)?
+                    .to_dtype(DType::U32)?
+                    .to_vec1::<u32>()
+            })
+            .collect()
+    }
 }
 
 /// Every `k x k` patch of `x (C, H, W)` at stride `s` after zero padding `pad` on the top/left
@@ -287,8 +300,10 @@ pub fn contextual_attention(
     let b_s = reduce(b, rate)?;
     let m_s = reduce(&mask.to_dtype(DType::F32)?, rate)?;
     let pad = cfg.ksize / 2;
+    // The hole at the matching resolution, read back once for the whole batch (one wait for the
+    // device instead of one per sample).
+    let holes: Vec<f32> = m_s.flatten_all()?.to_vec1()?;
     let mut outputs = Vec::with_capacity(n);
-    let mut best = Vec::with_capacity(n);
     let mut usable_all = Vec::with_capacity(n);
     let mut weights = Vec::with_capacity(n);
     for i in 0..n {
@@ -319,7 +334,7 @@ pub fn contextual_attention(
             m = swap(&fuse_diagonal(&swap(&m, (h, w))?, k)?, (w, h))?;
         }
         // Background patches whose 3x3 neighbourhood holds no hole pixel.
-        let hole: Vec<f32> = m_s.get(i)?.flatten_all()?.to_vec1()?;
+        let hole = &holes[i * l..(i + 1) * l];
         let usable: Vec<bool> = (0..l)
             .map(|q| {
                 let (qy, qx) = ((q / w) as isize, (q % w) as isize);
@@ -341,11 +356,6 @@ pub fn contextual_attention(
         let m = m.broadcast_mul(&mm)?;
         let att =
             candle_nn::ops::softmax(&(m * cfg.softmax_scale)?, D::Minus1)?.broadcast_mul(&mm)?;
-        best.push(
-            att.argmax(D::Minus1)?
-                .to_dtype(DType::U32)?
-                .to_vec1::<u32>()?,
-        );
         usable_all.push(usable);
         weights.push(att.clone());
         // (P, Q) -> (1, Q, h, w): each background patch's weight at every foreground position.
@@ -362,7 +372,6 @@ pub fn contextual_attention(
     }
     Ok(Attention {
         output: Tensor::cat(&outputs, 0)?,
-        best,
         grid: (h, w),
         usable: usable_all,
         weights,
@@ -381,8 +390,9 @@ pub fn flow_image(
     let (h, w) = att.grid;
     let m_s = reduce(&mask.to_dtype(DType::F32)?, rate.max(1))?;
     let diag = ((h * h + w * w) as f32).sqrt().max(1.0);
-    let mut out = Vec::with_capacity(att.best.len());
-    for (i, best) in att.best.iter().enumerate() {
+    let best_all = att.best()?;
+    let mut out = Vec::with_capacity(best_all.len());
+    for (i, best) in best_all.iter().enumerate() {
         let hole: Vec<f32> = m_s.get(i)?.flatten_all()?.to_vec1()?;
         let scale = scale.max(1);
         let mut img = image::RgbImage::from_pixel(

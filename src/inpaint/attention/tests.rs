@@ -190,7 +190,11 @@ fn excluded_patches_get_zero_attention() {
             }
             assert!(usable_sum > 0.0 && usable_sum <= 1.0 + 1e-9, "{usable_sum}");
         }
-        assert!(att.best[i].iter().all(|&q| usable[q as usize]));
+        assert!(
+            att.best().expect("best")[i]
+                .iter()
+                .all(|&q| usable[q as usize])
+        );
     }
     // The flow picture has one pixel per matching position (scaled) and colours in the hole.
     let flow = flow_image(&att, &mask, 2, 3).expect("flow");
