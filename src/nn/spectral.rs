@@ -10,10 +10,12 @@
 //! in a second "buffers" map under `<prefix>.sn_u`. Hand only the parameter map to the optimizer
 //! and save both maps in checkpoints, so `u` is restored but never touched by gradient steps.
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder, VarMap};
 
-use super::conv::{Act, ChainStage, Conv2dParams, conv_chain, conv2d_fused};
+use super::conv::{Act, ChainStage, Conv2dParams, ConvKernel, conv_chain, conv2d_fused, kernel};
+
+mod scale;
 
 /// Guards the vector normalisation against division by zero (an all-zero weight).
 const NORM_EPS: f64 = 1e-12;
@@ -178,6 +180,21 @@ impl SnConv2d {
         if train {
             u = normalize(&w_const.matmul(&v.unsqueeze(1)?)?.squeeze(1)?)?;
             self.u.set(&u)?;
+        }
+        if kernel() == ConvKernel::Fast
+            && self.weight.device().is_cpu()
+            && matches!(self.weight.dtype(), DType::F32 | DType::F64)
+        {
+            // One op for the scaling and its gradient (see [`scale`]).
+            let gain = match &self.gain {
+                Some(log_gain) => log_gain.exp()?,
+                None => Tensor::new(&[self.cfg.gain], self.weight.device())?
+                    .to_dtype(self.weight.dtype())?,
+            };
+            let vec = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+            let (w, sigma) = scale::scale_by_sigma(&self.weight, &gain, vec(&u)?, vec(&v)?)?;
+            let sigma = Tensor::new(sigma, self.weight.device())?.to_dtype(self.weight.dtype())?;
+            return Ok((w, sigma));
         }
         let sigma = u
             .unsqueeze(0)?
@@ -369,6 +386,87 @@ mod tests {
             let err = (g[i] - fd).abs() / fd.abs().max(1e-2);
             assert!(err < 1e-6, "weight {i}: autograd {} vs fd {fd}", g[i]);
         }
+    }
+
+    /// The fused scaling (the CPU's default) against candle's ops (`--kernel candle`): output,
+    /// weight and gain gradients, in f64 and f32, for a learned gain; then the gain's gradient
+    /// against central differences.
+    #[test]
+    fn fused_scaling_matches_candle_ops_and_finite_differences() {
+        use crate::nn::conv::{ConvKernel, set_kernel};
+        let mut cfg = SnConv2dConfig::new(3, 5, 3);
+        cfg.padding = 1;
+        cfg.gain = 0.7;
+        cfg.learn_gain = true;
+        let (conv, params, _buffers) = layer(cfg, 21);
+        let x = testutil::tensor(&[2, 3, 5, 5], 22);
+        let r = testutil::tensor(&[2, 5, 5, 5], 23);
+        let rw = testutil::tensor(&[5, 3, 3, 3], 24);
+        // Inference mode leaves `u` as it is, so both paths see the same vectors.
+        let run = |kernel: ConvKernel, dtype: DType| -> Vec<Vec<f64>> {
+            set_kernel(kernel);
+            let to = |t: &Tensor| t.to_dtype(dtype).expect("dtype");
+            let w = Var::from_tensor(&to(conv.weight())).expect("w");
+            let g = Var::from_tensor(&to(conv.log_gain().expect("gain"))).expect("g");
+            let probe = SnConv2d {
+                weight: w.as_tensor().clone(),
+                gain: Some(g.as_tensor().clone()),
+                bias: None,
+                u: Var::from_tensor(&to(conv.u.as_tensor())).expect("u"),
+                cfg: conv.cfg,
+            };
+            let (ws, sigma) = probe.normalized_weight(false).expect("normalized");
+            let loss = (&ws * to(&rw)).and_then(|t| t.sum_all()).expect("loss");
+            let grads = loss.backward().expect("backward");
+            set_kernel(ConvKernel::Fast);
+            let f = |t: &Tensor| flat(&t.to_dtype(DType::F64).expect("f64"));
+            vec![
+                f(&ws),
+                f(&sigma.reshape(1).expect("sigma")),
+                f(grads.get(w.as_tensor()).expect("dw")),
+                f(grads.get(g.as_tensor()).expect("dg")),
+            ]
+        };
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+            let fused = run(ConvKernel::Fast, dtype);
+            let ops = run(ConvKernel::Candle, dtype);
+            for (what, (a, b)) in ["weight", "sigma", "dW", "dgain"]
+                .iter()
+                .zip(fused.iter().zip(&ops))
+            {
+                assert_eq!(a.len(), b.len());
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol * b.abs().max(1.0),
+                        "{dtype:?} {what}[{i}]: fused {a} vs candle ops {b}"
+                    );
+                }
+            }
+            assert!(fused[3][0].abs() > 1e-3, "the gain gets a gradient");
+        }
+        // The gain's gradient through the whole layer, against central differences.
+        let loss = || -> Tensor {
+            let y = conv.forward_t(&x, false).expect("forward");
+            (y * &r).and_then(|t| t.sum_all()).expect("loss")
+        };
+        let grads = loss().backward().expect("backward");
+        let log_gain = conv.log_gain().expect("gain");
+        let g = flat(grads.get(log_gain).expect("gain gradient"))[0];
+        let g0 = flat(log_gain)[0];
+        let h = 1e-5;
+        let eval = |v: f64| -> f64 {
+            set_var(
+                &params,
+                "conv.log_gain",
+                &Tensor::new(&[v], &Device::Cpu).expect("g"),
+            );
+            loss().to_scalar().expect("scalar")
+        };
+        let fd = (eval(g0 + h) - eval(g0 - h)) / (2.0 * h);
+        assert!(
+            (g - fd).abs() / fd.abs().max(1e-2) < 1e-6,
+            "gain: autograd {g} vs fd {fd}"
+        );
     }
 
     #[test]
