@@ -9,7 +9,8 @@
 //! by the op itself, every gradient is handed from stage to stage without a copy, and the
 //! activation gradient is applied in place in the same pass that sums the bias gradient. The
 //! weights and biases travel as two flat tensors, so candle still routes their gradients through
-//! the spectral norm (or whatever produced them).
+//! the spectral norm (or whatever produced them). A stage that upsamples into a 3x3 convolution
+//! is computed on the small input, as a folded 2x2 convolution ([`subpixel`]).
 //!
 //! On other devices, other dtypes and with candle's kernel selected, [`conv_chain`] is the same
 //! chain of [`conv2d_fused`] and [`upsample_nearest2x`] calls, which is also the reference the
@@ -26,6 +27,8 @@ use super::{
     input_weight_grad, kernel, slice, weight_grad,
 };
 use crate::nn::upsample::{down_sum, up, upsample_nearest2x};
+
+mod subpixel;
 
 /// One stage of a [`conv_chain`]: an optional nearest-neighbour x2 upsampling of its input, then
 /// `act(conv(x, w, params) + b)`.
@@ -120,6 +123,9 @@ struct ChainOp {
 /// A stage's sizes, and where its kernel and bias start in the flat tensors.
 struct Plan {
     geoms: Vec<Geom>,
+    /// For a stage that upsamples into a 3x3 convolution, the folded convolution that computes
+    /// it from the small input (see [`subpixel`]).
+    folded: Vec<Option<Geom>>,
     kernel_at: Vec<usize>,
     bias_at: Vec<usize>,
 }
@@ -128,8 +134,10 @@ impl ChainOp {
     fn plan(&self, input: (usize, usize, usize, usize)) -> Result<Plan> {
         let (n, mut c, mut h, mut w) = input;
         let (mut geoms, mut kernel_at, mut bias_at) = (vec![], vec![], vec![]);
+        let mut folded = vec![];
         let (mut k_off, mut b_off) = (0, 0);
         for (i, (stage, &shape)) in self.stages.iter().zip(&self.shapes).enumerate() {
+            folded.push(subpixel::folded_geom(stage, shape, (n, h, w)));
             if stage.upsample {
                 (h, w) = (2 * h, 2 * w);
             }
@@ -146,6 +154,7 @@ impl ChainOp {
         bias_at.push(b_off);
         Ok(Plan {
             geoms,
+            folded,
             kernel_at,
             bias_at,
         })
@@ -165,15 +174,24 @@ impl ChainOp {
         let mut y = Vec::new();
         for (i, (stage, g)) in self.stages.iter().zip(&plan.geoms).enumerate() {
             let input = if i == 0 { x } else { &outputs[i - 1][..] };
-            let up_input = stage.upsample.then(|| up(input, (g.h / 2, g.w / 2)));
-            let input = up_input.as_deref().unwrap_or(input);
-            let out = forward(
-                g,
-                input,
-                &kernels[plan.kernel_at[i]..plan.kernel_at[i + 1]],
-                &biases[plan.bias_at[i]..plan.bias_at[i + 1]],
-                stage.act,
-            );
+            let kernel = &kernels[plan.kernel_at[i]..plan.kernel_at[i + 1]];
+            let bias = &biases[plan.bias_at[i]..plan.bias_at[i + 1]];
+            let (out, up_input) = if let Some(f) = &plan.folded[i] {
+                // No bias: `interleave` adds it with the activation.
+                let z = forward(
+                    f,
+                    input,
+                    &subpixel::fold_kernel(kernel, g.o, g.c),
+                    &[],
+                    Act::Identity,
+                );
+                let sizes = (g.n, g.o, g.h / 2, g.w / 2);
+                (subpixel::interleave(&z, sizes, bias, stage.act), None)
+            } else {
+                let up_input = stage.upsample.then(|| up(input, (g.h / 2, g.w / 2)));
+                let input = up_input.as_deref().unwrap_or(input);
+                (forward(g, input, kernel, bias, stage.act), up_input)
+            };
             upsampled.push(up_input);
             if i == last {
                 y = out;
@@ -216,10 +234,27 @@ impl ChainOp {
             };
             let w = &kernels[plan.kernel_at[i]..plan.kernel_at[i + 1]];
             let need_input = i > 0 || want_x;
-            let (gx, gw) = stage_gradients(geom, input, w, &g, need_input);
-            dk[plan.kernel_at[i]..plan.kernel_at[i + 1]].copy_from_slice(&gw);
+            let gx = if let Some(f) = &plan.folded[i] {
+                let (o, c) = (geom.o, geom.c);
+                let gz = subpixel::deinterleave(&g, (geom.n, o, geom.h / 2, geom.w / 2));
+                let w4 = subpixel::fold_kernel(w, o, c);
+                let (gx, g4) = stage_gradients(f, input, &w4, &gz, need_input);
+                dk[plan.kernel_at[i]..plan.kernel_at[i + 1]]
+                    .copy_from_slice(&subpixel::unfold_gradient(&g4, o, c));
+                // The folded convolution's input is the small one: its gradient needs no sum.
+                gx
+            } else {
+                let (gx, gw) = stage_gradients(geom, input, w, &g, need_input);
+                dk[plan.kernel_at[i]..plan.kernel_at[i + 1]].copy_from_slice(&gw);
+                gx.map(|gx| {
+                    if stage.upsample {
+                        down_sum(&gx, (geom.h / 2, geom.w / 2))
+                    } else {
+                        gx
+                    }
+                })
+            };
             match gx {
-                Some(gx) if stage.upsample => g = down_sum(&gx, (geom.h / 2, geom.w / 2)),
                 Some(gx) => g = gx,
                 None => break,
             }
@@ -487,6 +522,25 @@ mod tests {
         ]
     }
 
+    /// Stages that upsample into other convolutions than a 3x3, stride-1, padding-1 one: the
+    /// plain path (upsample, then convolve), where [`stages`] has the folded one.
+    fn plain_upsampling_stages() -> Vec<(ChainStage, (usize, usize, usize), bool)> {
+        let stage = |stride, padding, dilation, act| ChainStage {
+            upsample: true,
+            params: Conv2dParams {
+                stride,
+                padding,
+                dilation,
+            },
+            act,
+        };
+        vec![
+            (stage(1, 0, 1, Act::Elu), (4, 3, 1), true),
+            (stage(1, 2, 2, Act::Relu), (3, 4, 3), true),
+            (stage(2, 1, 1, Act::Leaky(0.2)), (2, 3, 3), false),
+        ]
+    }
+
     struct Net {
         x: Var,
         weights: Vec<(Var, Option<Var>)>,
@@ -495,10 +549,19 @@ mod tests {
 
     impl Net {
         fn new(dtype: DType, seed: u64, width: usize) -> Self {
+            Self::with_stages(stages(), dtype, seed, width)
+        }
+
+        fn with_stages(
+            stages: Vec<(ChainStage, (usize, usize, usize), bool)>,
+            dtype: DType,
+            seed: u64,
+            width: usize,
+        ) -> Self {
             let f = |t: Tensor| Var::from_tensor(&t.to_dtype(dtype).expect("dtype")).expect("var");
             let mut weights = Vec::new();
             let mut list = Vec::new();
-            for (i, (stage, (o, c, k), bias)) in stages().into_iter().enumerate() {
+            for (i, (stage, (o, c, k), bias)) in stages.into_iter().enumerate() {
                 let s = seed + 10 * i as u64;
                 let w = (testutil::tensor(&[o, c, k, k], s) * 0.5).expect("scale");
                 weights.push((f(w), bias.then(|| f(testutil::tensor(&[o], s + 1)))));
@@ -594,6 +657,24 @@ mod tests {
             assert!(rel_err(&y_chain, &y_layers) < 1e-12);
             assert_eq!(g_chain.len(), g_layers.len());
             assert_eq!(g_chain.len(), if track_x { 10 } else { 9 });
+            for (i, (a, b)) in g_chain.iter().zip(&g_layers).enumerate() {
+                let err = rel_err(a, b);
+                assert!(
+                    err < 1e-12,
+                    "gradient {i} (x tracked: {track_x}) differs by {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_upsampling_stages_match_the_layers_one_by_one() {
+        for track_x in [true, false] {
+            let net = Net::with_stages(plain_upsampling_stages(), DType::F64, 5, 5);
+            let (y_chain, g_chain) = net.run(true, track_x, 3);
+            let (y_layers, g_layers) = net.run(false, track_x, 3);
+            assert!(rel_err(&y_chain, &y_layers) < 1e-12);
+            assert_eq!(g_chain.len(), if track_x { 6 } else { 5 });
             for (i, (a, b)) in g_chain.iter().zip(&g_layers).enumerate() {
                 let err = rel_err(a, b);
                 assert!(
