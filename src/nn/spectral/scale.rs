@@ -132,6 +132,26 @@ impl SnScale {
     }
 }
 
+impl SnScale {
+    /// [`SnScale::backward`] on two CPU storages, `dW` as a tensor shaped like `w`.
+    fn gradients<T: Elem + candle_core::WithDType>(
+        &self,
+        (wd, wl): (&[T], &Layout),
+        (dd, dl): (&[T], &Layout),
+        (gain, sigma): (f64, f64),
+        w: &Tensor,
+    ) -> Result<(Tensor, f64)> {
+        let name = "spectral-scale";
+        let (dw, dg) = self.backward(
+            contiguous(wd, wl, name)?,
+            contiguous(dd, dl, name)?,
+            gain,
+            sigma,
+        );
+        Ok((Tensor::from_vec(dw, w.shape(), w.device())?, dg))
+    }
+}
+
 /// The one value of a one-element CPU storage, as f64.
 fn scalar(s: &CpuStorage, l: &Layout) -> Result<f64> {
     let at = l.start_offset();
@@ -182,25 +202,12 @@ impl CustomOp2 for SnScale {
         let dy = dy.contiguous()?;
         let (ws, wl) = w.storage_and_layout();
         let (ds, dl) = dy.storage_and_layout();
-        let name = self.name();
         let (dw, dgain) = match (&*ws, &*ds) {
             (Storage::Cpu(CpuStorage::F32(wd)), Storage::Cpu(CpuStorage::F32(dd))) => {
-                let (dw, dg) = self.backward(
-                    contiguous(wd, wl, name)?,
-                    contiguous(dd, dl, name)?,
-                    g,
-                    sigma,
-                );
-                (Tensor::from_vec(dw, w.shape(), w.device())?, dg)
+                self.gradients((wd, wl), (dd, dl), (g, sigma), w)?
             }
             (Storage::Cpu(CpuStorage::F64(wd)), Storage::Cpu(CpuStorage::F64(dd))) => {
-                let (dw, dg) = self.backward(
-                    contiguous(wd, wl, name)?,
-                    contiguous(dd, dl, name)?,
-                    g,
-                    sigma,
-                );
-                (Tensor::from_vec(dw, w.shape(), w.device())?, dg)
+                self.gradients((wd, wl), (dd, dl), (g, sigma), w)?
             }
             _ => bail!("spectral scale: CPU tensors of the weight's dtype expected"),
         };
