@@ -96,6 +96,19 @@ pub fn kernel() -> ConvKernel {
     }
 }
 
+/// Whether this module's CPU ops (and those built on them) take these tensors: the fast kernel
+/// selected, and every tensor on the CPU, in f32 or f64, all of one dtype. Otherwise callers
+/// fall back to candle's own ops.
+pub(crate) fn runs_fast<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> bool {
+    let mut dtype = None;
+    kernel() == ConvKernel::Fast
+        && tensors.into_iter().all(|t| {
+            t.device().is_cpu()
+                && matches!(t.dtype(), DType::F32 | DType::F64)
+                && *dtype.get_or_insert(t.dtype()) == t.dtype()
+        })
+}
+
 /// An activation fused into [`conv2d_fused`]; each one's derivative is a function of its output,
 /// so the backward pass needs only the layer's output.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -189,12 +202,7 @@ pub fn conv2d_fused(
     act: Act,
 ) -> Result<Tensor> {
     check_act("conv2d", act)?;
-    let fast = kernel() == ConvKernel::Fast
-        && x.device().is_cpu()
-        && w.device().is_cpu()
-        && x.dtype() == w.dtype()
-        && matches!(x.dtype(), DType::F32 | DType::F64);
-    if fast {
+    if runs_fast([x, w]) {
         let (o, ..) = w.dims4()?;
         let bias = match bias {
             Some(b) => b.contiguous()?,
@@ -222,12 +230,7 @@ pub fn conv_transpose2d(
     out: (usize, usize),
     params: Conv2dParams,
 ) -> Result<Tensor> {
-    let fast = kernel() == ConvKernel::Fast
-        && y.device().is_cpu()
-        && w.device().is_cpu()
-        && y.dtype() == w.dtype()
-        && matches!(y.dtype(), DType::F32 | DType::F64);
-    if fast {
+    if runs_fast([y, w]) {
         y.contiguous()?.apply_op2(
             &w.contiguous()?,
             ConvTransposeOp {

@@ -13,7 +13,7 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder, VarMap};
 
-use super::conv::{Act, ChainStage, Conv2dParams, ConvKernel, conv_chain, conv2d_fused, kernel};
+use super::conv::{Act, ChainStage, Conv2dParams, conv_chain, conv2d_fused, runs_fast};
 
 mod scale;
 
@@ -181,10 +181,7 @@ impl SnConv2d {
             u = normalize(&w_const.matmul(&v.unsqueeze(1)?)?.squeeze(1)?)?;
             self.u.set(&u)?;
         }
-        if kernel() == ConvKernel::Fast
-            && self.weight.device().is_cpu()
-            && matches!(self.weight.dtype(), DType::F32 | DType::F64)
-        {
+        if runs_fast([&self.weight]) {
             // One op for the scaling and its gradient (see [`scale`]).
             let gain = match &self.gain {
                 Some(log_gain) => log_gain.exp()?,

@@ -19,12 +19,12 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail};
 use rayon::prelude::*;
 
 use super::{
-    Act, Conv2dParams, ConvKernel, Float, Geom, check_act, conv2d_fused, forward, input_grad,
-    input_weight_grad, kernel, slice, weight_grad,
+    Act, Conv2dParams, Float, Geom, check_act, conv2d_fused, forward, input_grad,
+    input_weight_grad, runs_fast, slice, weight_grad,
 };
 use crate::nn::upsample::{down_sum, up, upsample_nearest2x};
 
@@ -59,13 +59,7 @@ pub fn conv_chain(
     for stage in stages {
         check_act("conv chain", stage.act)?;
     }
-    let fast = kernel() == ConvKernel::Fast
-        && x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && weights
-            .iter()
-            .all(|(w, _)| w.device().is_cpu() && w.dtype() == x.dtype());
-    if !fast {
+    if !runs_fast(std::iter::once(x).chain(weights.iter().map(|(w, _)| w))) {
         let mut y = x.clone();
         for ((w, b), stage) in weights.iter().zip(stages) {
             if stage.upsample {
@@ -460,9 +454,9 @@ impl Act {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::conv::set_kernel;
+    use crate::nn::conv::{ConvKernel, set_kernel};
     use crate::nn::testutil;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Every stage kind the networks use: padded stride 1, stride 2, upsampling, dilation, a
     /// pointwise layer, all four activations, one stage without bias.
