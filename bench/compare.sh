@@ -5,6 +5,9 @@
 #   bench/compare.sh [ROUNDS] [PYTHON]        # PYTHON: an interpreter with torch installed
 #   DEVICE=cuda DTGAN_STUDIO_BIN=target-cuda/release/dtgan-studio bench/compare.sh
 #                                             # the CUDA build against PyTorch on the GPU
+#   BEFORE=/path/to/older/dtgan-studio bench/compare.sh 8 PYTHON
+#                                             # adds an older build ("before", fast kernel)
+#   CONFIGS="generator 256 1" bench/compare.sh  # only these nets (';'-separated)
 #
 # Prints, per configuration, the median over rounds of each contender's median step time.
 set -euo pipefail
@@ -15,12 +18,17 @@ bin=${DTGAN_STUDIO_BIN:-target/release/dtgan-studio}
 threads=${THREADS:-2}
 device=${DEVICE:-cpu}
 if [ "$device" = cpu ]; then kernels=(fast candle); else kernels=(cuda); fi
-configs=("generator 256 1" "generator 128 4" "critic 256 1" "critic 128 4")
+IFS=';' read -r -a configs <<<"${CONFIGS:-generator 256 1;generator 128 4;critic 256 1;critic 128 4}"
+before=${BEFORE:-}
 out=$(mktemp)
 for ((r = 1; r <= rounds; r++)); do
     for c in "${configs[@]}"; do
         read -r net size batch <<<"$c"
         args=(--net "$net" --size "$size" --batch "$batch" --steps 5 --json)
+        if [ -n "$before" ] && [ "$device" = cpu ]; then
+            RAYON_NUM_THREADS=$threads "$before" bench "${args[@]}" --kernel fast |
+                python3 -c 'import json,sys; r=json.load(sys.stdin); r["kernel"]="before"; print(json.dumps(r))' >>"$out"
+        fi
         for kernel in "${kernels[@]}"; do
             if [ "$kernel" = cuda ]; then
                 "$bin" bench "${args[@]}" --device cuda >>"$out"
