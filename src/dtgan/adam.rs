@@ -2,12 +2,17 @@
 //!
 //! candle-nn's `AdamW` keeps its moments private, which would make a resumed run restart its
 //! moment estimates and leave the curve it was on. This is the same update (no weight decay).
+//! On the CPU each variable's update is three in-place passes (the two moments, then the
+//! variable) instead of about fifteen tensor ops, each with a fresh buffer.
 
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, bail};
 use candle_nn::VarMap;
+use rayon::prelude::*;
+
+use crate::nn::conv::Float;
 
 const EPS: f64 = 1e-8;
 
@@ -54,6 +59,11 @@ impl Adam {
 
     /// Applies one update from `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(grads, true)
+    }
+
+    /// [`Adam::step`]; `in_place` allows the in-place CPU passes (the tests compare both ways).
+    fn step_with(&mut self, grads: &GradStore, in_place: bool) -> Result<()> {
         self.t += 1;
         let t = self.t as i32;
         let c1 = 1.0 - self.beta1.powi(t);
@@ -62,6 +72,37 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            let on_cpu = [var.as_tensor(), m.as_tensor(), v.as_tensor(), g]
+                .iter()
+                .all(|t| {
+                    t.device().is_cpu()
+                        && t.dtype() == var.dtype()
+                        && matches!(t.dtype(), DType::F32 | DType::F64)
+                });
+            if in_place && on_cpu {
+                let g = g.contiguous()?;
+                m.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: self.beta1,
+                        square: false,
+                    },
+                )?;
+                v.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: self.beta2,
+                        square: true,
+                    },
+                )?;
+                let update = Update {
+                    lr: self.lr,
+                    c1,
+                    c2,
+                };
+                var.inplace_op3(m.as_tensor(), v.as_tensor(), &update)?;
+                continue;
+            }
             let m_new = ((m.as_tensor() * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v_new = ((v.as_tensor() * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m_new / c1)? / ((&v_new / c2)?.sqrt()? + EPS)?)?;
@@ -111,11 +152,185 @@ impl Adam {
     }
 }
 
+/// `m = beta m + (1 - beta) g` (`g²` with `square`), in place; the same arithmetic, in the same
+/// order, as the tensor ops of [`Adam::step`].
+struct Moment {
+    beta: f64,
+    square: bool,
+}
+
+/// `w -= lr (m / c1) / (sqrt(v / c2) + eps)`, in place.
+struct Update {
+    lr: f64,
+    c1: f64,
+    c2: f64,
+}
+
+/// The elements of a contiguous CPU storage, for writing.
+fn slice_mut<'a, T>(data: &'a mut [T], layout: &Layout) -> Result<&'a mut [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut data[a..b]),
+        None => bail!("adam: contiguous tensors expected"),
+    }
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("adam: contiguous tensors expected"),
+    }
+}
+
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+impl Moment {
+    fn apply<T: Float>(&self, m: &mut [T], g: &[T]) {
+        let (beta, rest) = (T::from_f64(self.beta), T::from_f64(1.0 - self.beta));
+        let square = self.square;
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let g = if square { g * g } else { g };
+                    *m = *m * beta + g * rest;
+                }
+            });
+    }
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adam-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        match (s1, s2) {
+            (CpuStorage::F32(m), CpuStorage::F32(g)) => {
+                self.apply(slice_mut(m, l1)?, slice(g, l2)?)
+            }
+            (CpuStorage::F64(m), CpuStorage::F64(g)) => {
+                self.apply(slice_mut(m, l1)?, slice(g, l2)?)
+            }
+            _ => bail!("adam: f32 or f64 moments and gradients of one dtype expected"),
+        }
+        Ok(())
+    }
+}
+
+impl Update {
+    fn apply<T: Float>(&self, w: &mut [T], m: &[T], v: &[T]) {
+        let (lr, r1, r2, eps) = (
+            T::from_f64(self.lr),
+            T::from_f64(1.0 / self.c1),
+            T::from_f64(1.0 / self.c2),
+            T::from_f64(EPS),
+        );
+        w.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(w, (m, v))| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    *w = *w - (m * r1) / ((v * r2).sqrt() + eps) * lr;
+                }
+            });
+    }
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adam-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        match (s1, s2, s3) {
+            (CpuStorage::F32(w), CpuStorage::F32(m), CpuStorage::F32(v)) => {
+                self.apply(slice_mut(w, l1)?, slice(m, l2)?, slice(v, l3)?)
+            }
+            (CpuStorage::F64(w), CpuStorage::F64(m), CpuStorage::F64(v)) => {
+                self.apply(slice_mut(w, l1)?, slice(m, l2)?, slice(v, l3)?)
+            }
+            _ => bail!("adam: f32 or f64 variables and moments of one dtype expected"),
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::Init;
+
+    /// The in-place CPU passes against the tensor ops they replace, over a few steps with
+    /// gradients of changing size and sign, in f32 and f64.
+    #[test]
+    fn in_place_update_matches_the_tensor_ops() {
+        use crate::nn::testutil;
+        for (dtype, tol) in [(DType::F64, 1e-14), (DType::F32, 1e-6)] {
+            let make = || {
+                let vars = VarMap::new();
+                let w = vars
+                    .get((7, 5), "w", Init::Const(0.0), dtype, &Device::Cpu)
+                    .expect("var");
+                let start = testutil::tensor(&[7, 5], 3).to_dtype(dtype).expect("dtype");
+                vars.data().lock().expect("lock")["w"]
+                    .set(&start)
+                    .expect("set");
+                (vars, w)
+            };
+            let ((va, wa), (vb, wb)) = (make(), make());
+            let mut a = Adam::new(&va, 0.01, 0.5, 0.9).expect("adam");
+            let mut b = Adam::new(&vb, 0.01, 0.5, 0.9).expect("adam");
+            for step in 0..5u64 {
+                let r = testutil::tensor(&[7, 5], 10 + step)
+                    .to_dtype(dtype)
+                    .expect("dtype");
+                let loss = |w: &Tensor| {
+                    (w.sqr().expect("sqr") * &r)
+                        .and_then(|t| t.sum_all())
+                        .expect("loss")
+                };
+                a.step_with(&loss(&wa).backward().expect("grads"), true)
+                    .expect("a");
+                b.step_with(&loss(&wb).backward().expect("grads"), false)
+                    .expect("b");
+            }
+            let flat = |t: &Tensor| -> Vec<f64> {
+                t.to_dtype(DType::F64)
+                    .and_then(|t| t.flatten_all())
+                    .and_then(|t| t.to_vec1())
+                    .expect("values")
+            };
+            let (ta, tb) = (a.state_tensors(""), b.state_tensors(""));
+            for (name, x, y) in [
+                ("w", flat(&wa), flat(&wb)),
+                ("m", flat(&ta["m.w"]), flat(&tb["m.w"])),
+                ("v", flat(&ta["v.w"]), flat(&tb["v.w"])),
+            ] {
+                assert!(x != flat(&Tensor::zeros((7, 5), DType::F64, &Device::Cpu).expect("0")));
+                for (i, (x, y)) in x.iter().zip(&y).enumerate() {
+                    assert!(
+                        (x - y).abs() <= tol * y.abs().max(1e-3),
+                        "{dtype:?} {name}[{i}]: in place {x} vs tensor ops {y}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn minimises_a_quadratic() {

@@ -397,8 +397,8 @@ pub fn conv2d_flops(x_dims: &[usize], w_dims: &[usize], params: Conv2dParams) ->
     Some(2.0 * (g.n * g.o * g.p() * g.k()) as f64)
 }
 
-/// The element types the kernel handles.
-trait Float:
+/// The element types the kernel (and the other CPU ops of `nn`) handles.
+pub(crate) trait Float:
     Copy
     + Default
     + Send
@@ -409,11 +409,13 @@ trait Float:
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
 {
     const ZERO: Self;
     const ONE: Self;
     fn from_f64(v: f64) -> Self;
     fn exp(self) -> Self;
+    fn sqrt(self) -> Self;
 }
 
 impl Float for f32 {
@@ -425,6 +427,9 @@ impl Float for f32 {
     fn exp(self) -> Self {
         f32::exp(self)
     }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
 }
 
 impl Float for f64 {
@@ -435,6 +440,9 @@ impl Float for f64 {
     }
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
     }
 }
 
