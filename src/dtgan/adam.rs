@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Ten
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
-use crate::nn::conv::Float;
+use crate::nn::conv::{ELEMENTWISE_CHUNK as CHUNK, Float, contiguous, contiguous_mut};
 
 const EPS: f64 = 1e-8;
 
@@ -166,24 +166,6 @@ struct Update {
     c2: f64,
 }
 
-/// The elements of a contiguous CPU storage, for writing.
-fn slice_mut<'a, T>(data: &'a mut [T], layout: &Layout) -> Result<&'a mut [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut data[a..b]),
-        None => bail!("adam: contiguous tensors expected"),
-    }
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("adam: contiguous tensors expected"),
-    }
-}
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
-
 impl Moment {
     fn apply<T: Float>(&self, m: &mut [T], g: &[T]) {
         let (beta, rest) = (T::from_f64(self.beta), T::from_f64(1.0 - self.beta));
@@ -213,10 +195,10 @@ impl InplaceOp2 for Moment {
     ) -> Result<()> {
         match (s1, s2) {
             (CpuStorage::F32(m), CpuStorage::F32(g)) => {
-                self.apply(slice_mut(m, l1)?, slice(g, l2)?)
+                self.apply(contiguous_mut(m, l1, "adam")?, contiguous(g, l2, "adam")?)
             }
             (CpuStorage::F64(m), CpuStorage::F64(g)) => {
-                self.apply(slice_mut(m, l1)?, slice(g, l2)?)
+                self.apply(contiguous_mut(m, l1, "adam")?, contiguous(g, l2, "adam")?)
             }
             _ => bail!("adam: f32 or f64 moments and gradients of one dtype expected"),
         }
@@ -257,12 +239,16 @@ impl InplaceOp3 for Update {
         l3: &Layout,
     ) -> Result<()> {
         match (s1, s2, s3) {
-            (CpuStorage::F32(w), CpuStorage::F32(m), CpuStorage::F32(v)) => {
-                self.apply(slice_mut(w, l1)?, slice(m, l2)?, slice(v, l3)?)
-            }
-            (CpuStorage::F64(w), CpuStorage::F64(m), CpuStorage::F64(v)) => {
-                self.apply(slice_mut(w, l1)?, slice(m, l2)?, slice(v, l3)?)
-            }
+            (CpuStorage::F32(w), CpuStorage::F32(m), CpuStorage::F32(v)) => self.apply(
+                contiguous_mut(w, l1, "adam")?,
+                contiguous(m, l2, "adam")?,
+                contiguous(v, l3, "adam")?,
+            ),
+            (CpuStorage::F64(w), CpuStorage::F64(m), CpuStorage::F64(v)) => self.apply(
+                contiguous_mut(w, l1, "adam")?,
+                contiguous(m, l2, "adam")?,
+                contiguous(v, l3, "adam")?,
+            ),
             _ => bail!("adam: f32 or f64 variables and moments of one dtype expected"),
         }
         Ok(())

@@ -414,6 +414,7 @@ pub(crate) trait Float:
     const ZERO: Self;
     const ONE: Self;
     fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
 }
@@ -423,6 +424,9 @@ impl Float for f32 {
     const ONE: Self = 1.0;
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
     }
     fn exp(self) -> Self {
         f32::exp(self)
@@ -437,6 +441,9 @@ impl Float for f64 {
     const ONE: Self = 1.0;
     fn from_f64(v: f64) -> Self {
         v
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
     fn exp(self) -> Self {
         f64::exp(self)
@@ -824,8 +831,11 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T>
 /// `grad * act'(y)`, elementwise, in parallel.
 fn act_grad<T: Float>(y: &[T], grad: &[T], act: Act) -> Vec<T> {
     let mut out = vec![T::ZERO; y.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(y.par_chunks(1 << 14).zip(grad.par_chunks(1 << 14)))
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(
+            y.par_chunks(ELEMENTWISE_CHUNK)
+                .zip(grad.par_chunks(ELEMENTWISE_CHUNK)),
+        )
         .for_each(|(o, (y, g))| act.grad(y, g, o));
     out
 }
@@ -1013,6 +1023,21 @@ pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Res
         None => bail!("{op}: contiguous tensors expected"),
     }
 }
+
+/// [`contiguous`], for writing (in-place ops).
+pub(crate) fn contiguous_mut<'a, T>(
+    data: &'a mut [T],
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut data[a..b]),
+        None => bail!("{op}: contiguous tensors expected"),
+    }
+}
+
+/// Elements per rayon task in the elementwise passes of `nn`'s CPU ops.
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
     contiguous(data, layout, "conv2d")

@@ -16,27 +16,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::nn::conv::contiguous;
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
-
-/// A float type the op runs on.
-trait Elem: Copy + Default + Send + Sync + Into<f64> + std::ops::Mul<Output = Self> {
-    fn of(v: f64) -> Self;
-}
-
-impl Elem for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Elem for f64 {
-    fn of(v: f64) -> Self {
-        v
-    }
-}
+use crate::nn::conv::{ELEMENTWISE_CHUNK as CHUNK, Float, contiguous};
 
 /// `gain * w / sigma` with `sigma = u^T W v`, `W` being `w` viewed as an `(out, rest)` matrix
 /// and `u` (`out`), `v` (`rest`) fixed; `gain` holds one element. Gradients reach `w` (through
@@ -79,7 +59,7 @@ struct SnScale {
 }
 
 impl SnScale {
-    fn sigma_of<T: Elem>(&self, w: &[T]) -> f64 {
+    fn sigma_of<T: Float>(&self, w: &[T]) -> f64 {
         let rest = self.v.len();
         w.par_chunks(rest.max(1))
             .zip(&self.u)
@@ -87,15 +67,15 @@ impl SnScale {
                 ur * row
                     .iter()
                     .zip(&self.v)
-                    .map(|(&a, &b)| a.into() * b)
+                    .map(|(&a, &b)| a.to_f64() * b)
                     .sum::<f64>()
             })
             .sum()
     }
 
-    fn forward<T: Elem>(&self, w: &[T], gain: f64) -> Vec<T> {
+    fn forward<T: Float>(&self, w: &[T], gain: f64) -> Vec<T> {
         let sigma = *self.sigma.get_or_init(|| self.sigma_of(w));
-        let s = T::of(gain / sigma);
+        let s = T::from_f64(gain / sigma);
         let mut y = vec![T::default(); w.len()];
         y.par_chunks_mut(CHUNK)
             .zip(w.par_chunks(CHUNK))
@@ -104,14 +84,14 @@ impl SnScale {
     }
 
     /// `(dW, d gain)` for the incoming gradient `dy`.
-    fn backward<T: Elem>(&self, w: &[T], dy: &[T], gain: f64, sigma: f64) -> (Vec<T>, f64) {
+    fn backward<T: Float>(&self, w: &[T], dy: &[T], gain: f64, sigma: f64) -> (Vec<T>, f64) {
         let dot: f64 = w
             .par_chunks(CHUNK)
             .zip(dy.par_chunks(CHUNK))
             .map(|(w, d)| {
                 w.iter()
                     .zip(d)
-                    .map(|(&a, &b)| a.into() * b.into())
+                    .map(|(&a, &b)| a.to_f64() * b.to_f64())
                     .sum::<f64>()
             })
             .sum();
@@ -125,7 +105,7 @@ impl SnScale {
             .for_each(|((dw, dy), &ur)| {
                 let ku = k * ur;
                 for ((o, &d), &vc) in dw.iter_mut().zip(dy).zip(&self.v) {
-                    *o = T::of(s * d.into() - ku * vc);
+                    *o = T::from_f64(s * d.to_f64() - ku * vc);
                 }
             });
         (dw, dot / sigma)
@@ -134,7 +114,7 @@ impl SnScale {
 
 impl SnScale {
     /// [`SnScale::backward`] on two CPU storages, `dW` as a tensor shaped like `w`.
-    fn gradients<T: Elem + candle_core::WithDType>(
+    fn gradients<T: Float + candle_core::WithDType>(
         &self,
         (wd, wl): (&[T], &Layout),
         (dd, dl): (&[T], &Layout),
