@@ -203,6 +203,10 @@ pub struct ApplyArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Fill each box as the mean of the fills of its eight flips and quarter turns (8x the
+    /// compute).
+    #[arg(long)]
+    pub ensemble: bool,
 }
 
 /// Runs `inpaint apply`.
@@ -213,6 +217,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
         class: args.class.clone(),
         redo_accepted: args.redo_accepted,
         device: args.device,
+        ensemble: args.ensemble,
     };
     let bar = super::progress_bar("twins");
     let s = apply_project(
@@ -266,6 +271,10 @@ pub struct EvalArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Fill each box as the mean of the fills of its eight flips and quarter turns (8x the
+    /// compute).
+    #[arg(long)]
+    pub ensemble: bool,
 }
 
 /// Runs `inpaint eval`.
@@ -277,6 +286,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         groups: args.group.clone(),
         limit: args.limit,
         device: args.device,
+        ensemble: args.ensemble,
         examples: args.examples.clone().map(|d| (d, args.examples_count)),
     };
     let bar = super::progress_bar("eval");

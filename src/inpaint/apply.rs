@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use image::{GrayImage, Luma, RgbImage};
 use sha2::{Digest, Sha256};
@@ -90,6 +90,9 @@ pub struct Inpainter {
     pub checkpoint: PathBuf,
     /// SHA-256 of the checkpoint file, hex.
     pub checkpoint_sha256: String,
+    /// Fill each window as the mean of the network's fills of its eight flips and quarter turns
+    /// (see [`Inpainter::with_ensemble`]).
+    pub ensemble: bool,
     net: InpaintNet,
     device: Device,
     _vars: VarMap,
@@ -117,11 +120,37 @@ impl Inpainter {
             config,
             checkpoint,
             checkpoint_sha256,
+            ensemble: false,
             net,
             device,
             _vars: vars,
             _buffers: buffers,
         })
+    }
+
+    /// With `on`, every window is filled eight times, as its eight flips and quarter turns (one
+    /// batch), and the fills, turned back, are averaged: a test-time ensemble that costs eight
+    /// times the compute of a plain fill.
+    pub fn with_ensemble(mut self, on: bool) -> Self {
+        self.ensemble = on;
+        self
+    }
+
+    /// The refined output for one window `(1, 3, s, s)` and its hole `(1, 1, s, s)`.
+    fn refine(&self, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.ensemble {
+            return Ok(self.net.forward(x, m, false)?.refined);
+        }
+        let xs: Vec<Tensor> = (0..8).map(|k| dihedral_t(x, k)).collect::<Result<_, _>>()?;
+        let ms: Vec<Tensor> = (0..8).map(|k| dihedral_t(m, k)).collect::<Result<_, _>>()?;
+        let y = self
+            .net
+            .forward(&Tensor::cat(&xs, 0)?, &Tensor::cat(&ms, 0)?, false)?
+            .refined;
+        let back: Vec<Tensor> = (0..8)
+            .map(|k| undo_dihedral_t(&y.narrow(0, k, 1)?, k))
+            .collect::<Result<_, _>>()?;
+        Tensor::cat(&back, 0)?.mean_keepdim(0)
     }
 
     /// The window (square, inside the image when it fits) in which `bbox` is filled, and the
@@ -178,8 +207,8 @@ impl Inpainter {
             };
             let x = image_tensor(&x_img, &self.device)?.contiguous()?;
             let m = mask_tensor(&x_mask, &self.device)?;
-            let y = self.net.forward(&x, &m, false)?;
-            let mut filled = tensor_image(&y.refined, 0)?;
+            let y = self.refine(&x, &m)?;
+            let mut filled = tensor_image(&y, 0)?;
             if win.w != s {
                 filled = image::imageops::resize(
                     &filled,
@@ -200,6 +229,39 @@ impl Inpainter {
         }
         Ok(out)
     }
+}
+
+/// Element `k` (0..8) of the symmetries of the square applied to the last two axes of `t`
+/// (which must be equal for a transposition): bit 0 flips the columns, bit 1 the rows, bit 2
+/// transposes after the flips.
+fn dihedral_t(t: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let mut out = t.clone();
+    if k & 1 != 0 {
+        out = out.flip(&[3])?;
+    }
+    if k & 2 != 0 {
+        out = out.flip(&[2])?;
+    }
+    if k & 4 != 0 {
+        out = out.transpose(2, 3)?;
+    }
+    out.contiguous()
+}
+
+/// The inverse of [`dihedral_t`]`(_, k)`: the transposition undone first, then the flips.
+fn undo_dihedral_t(t: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let mut out = t.clone();
+    if k & 4 != 0 {
+        // candle's flip needs a contiguous tensor.
+        out = out.transpose(2, 3)?.contiguous()?;
+    }
+    if k & 2 != 0 {
+        out = out.flip(&[2])?;
+    }
+    if k & 1 != 0 {
+        out = out.flip(&[3])?;
+    }
+    out.contiguous()
 }
 
 /// `r` cut into pieces of at most `piece` pixels a side, row by row.
@@ -311,6 +373,8 @@ pub struct ApplyRequest {
     pub redo_accepted: bool,
     /// Where to compute.
     pub device: DeviceChoice,
+    /// Fill with the eight-fold flip-and-turn ensemble ([`Inpainter::with_ensemble`]).
+    pub ensemble: bool,
 }
 
 /// What an apply did.
@@ -399,7 +463,7 @@ impl TwinMaker {
     /// Loads the model of `req.run` for writing twins into `project`.
     pub fn new(req: &ApplyRequest, project: Project) -> Result<Self, InpaintError> {
         Ok(Self {
-            model: Inpainter::load(&req.run, req.device)?,
+            model: Inpainter::load(&req.run, req.device)?.with_ensemble(req.ensemble),
             project,
         })
     }

@@ -40,6 +40,8 @@ pub struct EvalRequest {
     pub limit: Option<usize>,
     /// Where to compute.
     pub device: crate::nn::device::DeviceChoice,
+    /// Fill with the eight-fold flip-and-turn ensemble ([`Inpainter::with_ensemble`]).
+    pub ensemble: bool,
     /// Write `<id>.png` (defect image | filled | template, box outlines in red) for the first
     /// this many pairs into this folder.
     pub examples: Option<(PathBuf, usize)>,
@@ -115,6 +117,8 @@ pub struct EvalReport {
     pub boxes: usize,
     /// Margin around each box, px.
     pub margin: u32,
+    /// Whether the fills were the eight-fold flip-and-turn ensemble.
+    pub ensemble: bool,
     /// Share of wrong binarised pixels in the filled boxes of the defect images.
     pub hole_pixel_error: f64,
     /// PSNR there, dB.
@@ -221,7 +225,7 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, EvalError> {
     let started = std::time::Instant::now();
-    let model = Inpainter::load(&req.run, req.device)?;
+    let model = Inpainter::load(&req.run, req.device)?.with_ensemble(req.ensemble);
     let index = read_index(&req.data.join("index.csv"));
     if index.is_empty() {
         return Err(EvalError::Data(format!(
@@ -343,6 +347,7 @@ pub fn evaluate(
         pairs: total,
         boxes: boxes_total,
         margin: req.margin,
+        ensemble: req.ensemble,
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,
         selftest_hole_pixel_error: s.hole_pixel_error,

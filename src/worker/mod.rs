@@ -555,6 +555,7 @@ mod tests {
             class: None,
             redo_accepted: false,
             device: crate::nn::device::DeviceChoice::Cpu,
+            ensemble: false,
         }))
     }
 

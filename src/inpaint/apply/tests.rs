@@ -165,6 +165,72 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             assert_eq!(p, strip.get_pixel(x, y));
         }
     }
+    // The ensemble: in a window that is the whole image, its fill is the mean of the plain
+    // fills of the eight turned and flipped images, each turned back (to rounding), and it
+    // pastes back like the plain fill.
+    let side = model.config.model.image_size as u32;
+    let square = image::imageops::crop_imm(&img, 3, 5, side, side).to_image();
+    let mut hole = GrayImage::new(side, side);
+    for y in side / 4..side / 2 {
+        for x in side / 3..side * 3 / 4 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
+    use image::imageops::{flip_horizontal, rotate90, rotate180, rotate270};
+    fn turn<P: image::Pixel + 'static>(
+        i: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+        k: u8,
+        back: bool,
+    ) -> image::ImageBuffer<P, Vec<P::Subpixel>> {
+        let rot = |i: &image::ImageBuffer<P, Vec<P::Subpixel>>, q: u8| match q % 4 {
+            1 => rotate90(i),
+            2 => rotate180(i),
+            3 => rotate270(i),
+            _ => i.clone(),
+        };
+        match (back, k >= 4) {
+            (false, false) => rot(i, k),
+            (false, true) => flip_horizontal(&rot(i, k)),
+            (true, false) => rot(i, 4 - k % 4),
+            (true, true) => rot(&flip_horizontal(i), 4 - k % 4),
+        }
+    }
+    let mut sum = vec![0f64; (side * side * 3) as usize];
+    for k in 0..8 {
+        let f = model
+            .fill(&turn(&square, k, false), &turn(&hole, k, false))
+            .expect("turned fill");
+        let f = turn(&f, k, true);
+        assert_eq!(turn(&turn(&square, k, false), k, true), square);
+        for (acc, v) in sum.iter_mut().zip(f.as_raw()) {
+            *acc += f64::from(*v);
+        }
+    }
+    let plain = model.fill(&square, &hole).expect("plain");
+    let model = model.with_ensemble(true);
+    let mean = model.fill(&square, &hole).expect("ensemble");
+    let mut worst = 0f64;
+    for (i, ((m, p), s)) in mean
+        .as_raw()
+        .iter()
+        .zip(plain.as_raw())
+        .zip(&sum)
+        .enumerate()
+    {
+        let px = i as u32 / 3;
+        if hole.get_pixel(px % side, px / side)[0] == 0 {
+            assert_eq!(m, p, "the ensemble changed a pixel outside the hole");
+            assert_eq!(*m, square.as_raw()[i]);
+        } else {
+            worst = worst.max((f64::from(*m) - s / 8.0).abs());
+        }
+    }
+    assert!(
+        worst <= 2.0,
+        "ensemble differs from the mean of turned fills by {worst}"
+    );
+    assert_ne!(mean, plain, "the ensemble made the plain fill");
+    let model = model.with_ensemble(false);
     let wrong_size = GrayImage::new(3, 3);
     assert!(matches!(
         model.fill(&img, &wrong_size),
@@ -179,6 +245,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             class: None,
             redo_accepted: false,
             device: DeviceChoice::Cpu,
+            ensemble: false,
         },
         &mut |_, _| {},
         &|| false,
@@ -233,6 +300,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             class: None,
             redo_accepted: false,
             device: DeviceChoice::Cpu,
+            ensemble: false,
         },
         &mut |_, _| {},
         &|| false,
@@ -432,4 +500,21 @@ fn a_warm_start_begins_from_another_runs_networks() {
         ..req("same", &cfg, Some("source"))
     });
     assert!(e.contains("cannot resume"), "{e}");
+}
+
+/// The eight tensor symmetries are distinct and each is undone by its inverse.
+#[test]
+fn dihedral_tensor_turns_are_distinct_and_undone() {
+    let t = candle_core::Tensor::arange(0f32, 32.0, &Device::Cpu)
+        .and_then(|t| t.reshape((1, 2, 4, 4)))
+        .expect("tensor");
+    let mut seen: Vec<Vec<f32>> = Vec::new();
+    for k in 0..8 {
+        let turned = dihedral_t(&t, k).expect("turn");
+        let v: Vec<f32> = turned.flatten_all().and_then(|x| x.to_vec1()).expect("vec");
+        assert!(!seen.contains(&v), "turn {k} repeats another");
+        seen.push(v);
+        let back = undo_dihedral_t(&turned, k).expect("undo");
+        assert_eq!(max_diff(&back, &t), 0.0, "turn {k} not undone");
+    }
 }

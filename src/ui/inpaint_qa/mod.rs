@@ -138,6 +138,8 @@ struct MakeForm {
     picker: FolderPicker<()>,
     /// Twins are being made (sent, and no end reported yet).
     making: bool,
+    /// Fill with the eight-fold flip-and-turn ensemble.
+    ensemble: bool,
 }
 
 /// State of the Inpaint QA pane.
@@ -521,6 +523,10 @@ impl InpaintQaPane {
                 }
                 return;
             }
+            ui.checkbox(&mut form.ensemble, "Ensemble").on_hover_text(
+                "Fill each box as the mean of the fills of its eight flips and quarter turns \
+                 (eight times slower)",
+            );
             let run = typed_folder(&form.run);
             let ready = run.is_some() && cx.project.is_some();
             let make = ui
@@ -535,6 +541,7 @@ impl InpaintQaPane {
                     class: form.class.clone(),
                     redo_accepted: false,
                     device: DeviceChoice::Auto,
+                    ensemble: form.ensemble,
                 };
                 match cx.commands.send(Command::ApplyInpaint(Box::new(req))) {
                     Ok(()) => {
