@@ -194,8 +194,24 @@ fn transfer_learns_the_defect_in_the_source_groups_only() {
     assert!((6..=72).contains(&candidates), "{y}");
     assert!((6..=candidates).contains(&painted), "{y}");
     assert!((0.0..1.0).contains(&worst), "{y}");
+    // Every painted defect was kept or skipped (faint, or with another effect on the traces
+    // than the real pin-hole's), and skipped ones were used only to make up the count.
+    let n = |k: &str| y[k].as_u64().expect(k);
+    assert_eq!(
+        painted,
+        6 - n("faint_used") + n("faint") + n("other_effect"),
+        "{y}"
+    );
+    assert!(n("faint_used") <= n("faint") + n("other_effect"), "{y}");
+    assert_eq!(r["config"]["same_effect"], true);
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(report.contains("candidate places matched"), "{report}");
+    assert!(
+        report.contains(
+            "changed the pattern's connected parts otherwise than the real defect (checked)"
+        ),
+        "{report}"
+    );
     // The DTGAN's pairs are the source groups' pin-hole images: 44 pairs show pin-holes there.
     let pairs = r["data"]["dtgan_pairs"].as_u64().expect("pairs");
     let index = std::fs::read_to_string(data.join("index.csv")).expect("index.csv");

@@ -84,6 +84,11 @@ pub struct EvaluateArgs {
     /// varied places) [default: 12].
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// Where the pattern is two-level (printed circuits), skip a synthetic defect that changes
+    /// the pattern's connected parts otherwise than the real defect it copies did (a short
+    /// that stops short of the second trace, an open that leaves a bridge) [default: true].
+    #[arg(long)]
+    pub same_effect: Option<bool>,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -115,6 +120,9 @@ impl EvaluateArgs {
         config.composite = self.composite;
         if let Some(n) = self.candidates {
             config.candidates = n;
+        }
+        if let Some(on) = self.same_effect {
+            config.same_effect = on;
         }
         EvalRequest {
             train: self.train.clone(),

@@ -48,7 +48,7 @@ use crate::dtgan::masks::stamp_mask;
 use crate::dtgan::run::{RunDir, TrainControl};
 use crate::dtgan::train::{TrainRequest, derive_seed};
 use crate::imaging::augment::{AugmentConfig, Triple, augment_seeded};
-use crate::imaging::boxes::box_rects_from_mask;
+use crate::imaging::boxes::{box_rects_from_mask, connected_components};
 use crate::imaging::clahe::luma;
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
@@ -83,6 +83,11 @@ pub struct EvalConfig {
     /// twins to match; the best-matching are painted (see [`CANDIDATES_PER_DEFECT`]).
     #[serde(default = "default_candidates")]
     pub candidates: usize,
+    /// Skip a synthetic defect that changes a two-level pattern's connected parts otherwise
+    /// than the real defect it copies did (see `Effect`; reports from before this field:
+    /// false).
+    #[serde(default)]
+    pub same_effect: bool,
 }
 
 fn default_candidates() -> usize {
@@ -143,6 +148,7 @@ impl EvalConfig {
             dtgan,
             composite: Composite::default(),
             candidates: CANDIDATES_PER_DEFECT,
+            same_effect: true,
         }
     }
 }
@@ -336,10 +342,17 @@ pub struct SynthesisInfo {
     /// Candidate places ranked by how well they match a real defect's surroundings (0: no
     /// twins to match, each attempt painted as drawn).
     pub candidates: usize,
-    /// Defects painted, those skipped as too faint included.
+    /// Defects painted, those skipped included.
     pub painted: usize,
-    /// Defects fainter than half the real one that were used all the same, because too few
-    /// visible ones could be made (a barely trained generator).
+    /// Defects skipped as fainter than half the real one (reports from before this field: 0).
+    #[serde(default)]
+    pub faint: usize,
+    /// Defects skipped because they changed the pattern's parts otherwise than the real defect
+    /// did (`--same-effect`; reports from before this field: 0).
+    #[serde(default)]
+    pub other_effect: usize,
+    /// Skipped defects (faint or with another effect) that were used all the same, because
+    /// too few good ones could be made (a barely trained generator).
     pub faint_used: usize,
     /// The largest mismatch among the places used (fraction of full scale; `None` without
     /// matching).
@@ -626,6 +639,8 @@ struct Context {
     mask: GrayImage,
     /// Mean absolute grey difference between the defect image and its twin under the mask.
     change: f64,
+    /// What the defect did to the pattern's connected parts, where the pattern is two-level.
+    effect: Option<Effect>,
 }
 
 impl Context {
@@ -647,13 +662,69 @@ impl Context {
         let mut frame = GrayImage::new(x1 - x0, y1 - y0);
         let region = image::imageops::crop_imm(mask, r.x, r.y, r.w, r.h).to_image();
         image::imageops::overlay(&mut frame, &region, (r.x - x0) as i64, (r.y - y0) as i64);
-        let change = mean_change(&crop(defect), &grey, &frame)?;
+        let defect = crop(defect);
+        let change = mean_change(&defect, &grey, &frame)?;
+        let effect = effect(&grey, &defect, &frame);
         Some(Self {
             grey,
             mask: frame,
             change,
+            effect,
         })
     }
+}
+
+/// How a defect changed a two-level pattern (copper and substrate, say) around it: the change in
+/// the number of bright parts and of dark parts (8-connected, at least [`MIN_PART`] pixels,
+/// split at grey 128) in its mask's box plus [`CONTEXT_MARGIN`]. An open that cuts a trace adds
+/// a dark or a bright part (whichever the copper is), a short joins two, a spur or a bite
+/// changes neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Effect {
+    bright: i64,
+    dark: i64,
+}
+
+/// Parts smaller than this are not counted by [`Effect`]: specks of misalignment between a
+/// defect image and its template, or of the generator's noise.
+const MIN_PART: u64 = 8;
+
+/// Share of a pattern's pixels that must lie within 48 grey levels of black or white for it to
+/// count as two-level (printed circuits do; textures such as magnetic tiles do not).
+const TWO_LEVEL_SHARE: f64 = 0.85;
+
+/// [`Effect`] of the change from `before` to `after` (both the size of `mask`); `None` when
+/// the mask is empty or `before` is not a two-level pattern there.
+fn effect(before: &GrayImage, after: &GrayImage, mask: &GrayImage) -> Option<Effect> {
+    let b = mask_bbox(mask)?;
+    let (w, h) = mask.dimensions();
+    let r = b.grown_clipped(CONTEXT_MARGIN, w, h);
+    let crop = |img: &GrayImage| image::imageops::crop_imm(img, r.x, r.y, r.w, r.h).to_image();
+    let (before, after) = (crop(before), crop(after));
+    let extreme = before
+        .as_raw()
+        .iter()
+        .filter(|&&v| !(48..=207).contains(&v))
+        .count();
+    if (extreme as f64) < TWO_LEVEL_SHARE * before.as_raw().len() as f64 {
+        return None;
+    }
+    let parts = |img: &GrayImage| {
+        let count = |g: &GrayImage| {
+            connected_components(g)
+                .iter()
+                .filter(|c| c.area >= MIN_PART)
+                .count() as i64
+        };
+        let mut dark = img.clone();
+        image::imageops::invert(&mut dark);
+        (count(img), count(&dark))
+    };
+    let ((b0, d0), (b1, d1)) = (parts(&before), parts(&after));
+    Some(Effect {
+        bright: b1 - b0,
+        dark: d1 - d0,
+    })
 }
 
 /// Mean absolute difference of `a` and `b` (same size as `mask`) over the pixels under `mask`;
@@ -861,13 +932,35 @@ const WINDOW_TRIES: usize = 16;
 /// DeepPCB, 12 gave opens and shorts more precision than 6 at about the same recall (README).
 const CANDIDATES_PER_DEFECT: usize = 12;
 
-/// Where one synthetic defect goes: a window of a target image and the mask in it; with the
-/// real defect's context, how much the place differs from it and how much the real defect
-/// changed its pixels.
+/// Where one synthetic defect goes: a window of a target image and the mask in it, and how it
+/// was matched to the real defect's context (where there was one).
 struct Placement {
     window: RgbImage,
     mask: GrayImage,
-    matched: Option<(f64, f64)>,
+    matched: Option<Matched>,
+}
+
+/// A placement matched to a real defect's context.
+#[derive(Debug, Clone, Copy)]
+struct Matched {
+    /// How much the place differs from the context (fraction of full scale).
+    mismatch: f64,
+    /// How much the real defect changed the pixels under its mask ([`Context::change`]).
+    change: f64,
+    /// What the real defect did to the pattern's parts ([`Context::effect`]).
+    effect: Option<Effect>,
+}
+
+/// What became of a painted defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Used.
+    Kept,
+    /// Changed its pixels less than [`MIN_CHANGE_RATIO`] as much as the real defect did.
+    Faint,
+    /// Changed the pattern's parts otherwise than the real defect did ([`Effect`]): a short
+    /// that does not reach the second trace is a spur, an open that leaves a bridge a bite.
+    OtherEffect,
 }
 
 /// Places one synthetic defect (drawn with `seed`) in `canvas`; `None` when it does not fit.
@@ -918,7 +1011,11 @@ fn place(canvas: &Canvas, cuts: &[MaskCut], seed: u64) -> Result<Option<Placemen
         return Ok(best.map(|(mismatch, mask, window)| Placement {
             window,
             mask,
-            matched: Some((mismatch, ctx.change)),
+            matched: Some(Matched {
+                mismatch,
+                change: ctx.change,
+                effect: ctx.effect,
+            }),
         }));
     }
     let half = side / 2;
@@ -936,22 +1033,37 @@ fn place(canvas: &Canvas, cuts: &[MaskCut], seed: u64) -> Result<Option<Placemen
     }))
 }
 
-/// Paints the defect of `p` and cuts its patch; `None` when the mask is empty. The flag is
-/// false when the painted defect changes its pixels less than [`MIN_CHANGE_RATIO`] as much as
-/// the real one did.
+/// Paints the defect of `p` and cuts its patch; `None` when the mask is empty. A matched
+/// placement's defect is judged against the real one it copies (see [`Verdict`]); the effect
+/// only when `same_effect`.
 fn paint(
     generator: &DefectGenerator,
     p: &Placement,
     composite: Composite,
-) -> Result<Option<(GrayImage, bool)>, EvalError> {
+    same_effect: bool,
+) -> Result<Option<(GrayImage, Verdict)>, EvalError> {
     let Some(bbox) = mask_bbox(&p.mask) else {
         return Ok(None);
     };
     let out = luma(&generator.generate(&p.window, &p.mask, composite)?);
-    let visible = p.matched.is_none_or(|(_, change)| {
-        mean_change(&out, &luma(&p.window), &p.mask).is_some_and(|c| c >= MIN_CHANGE_RATIO * change)
-    });
-    Ok(Some((patch_around(&out, bbox), visible)))
+    let before = luma(&p.window);
+    let verdict = match p.matched {
+        None => Verdict::Kept,
+        Some(m) => {
+            let change = mean_change(&out, &before, &p.mask);
+            if !change.is_some_and(|c| c >= MIN_CHANGE_RATIO * m.change) {
+                Verdict::Faint
+            } else if same_effect
+                && m.effect
+                    .is_some_and(|real| effect(&before, &out, &p.mask) != Some(real))
+            {
+                Verdict::OtherEffect
+            } else {
+                Verdict::Kept
+            }
+        }
+    };
+    Ok(Some((patch_around(&out, bbox), verdict)))
 }
 
 /// `count` classical augmentations of `real` (cycled): random resized crop keeping the centre,
@@ -1304,7 +1416,7 @@ pub fn evaluate(
             .map(|attempt| {
                 check_cancel(control)?;
                 Ok(place(canvas_of(attempt), &cuts, place_seed(attempt))?
-                    .and_then(|p| Some((p.matched?.0, attempt))))
+                    .and_then(|p| Some((p.matched?.mismatch, attempt))))
             })
             .collect::<Result<Vec<_>, EvalError>>()?
             .into_iter()
@@ -1322,13 +1434,14 @@ pub fn evaluate(
         )));
     }
     let mut synth = Vec::with_capacity(synthetic);
-    // Faint defects, best-matching first: used only if too few visible ones can be made.
-    let mut faint = Vec::new();
-    let mut painted = 0;
+    // Skipped defects (faint, or with another effect), best-matching first: used only if too
+    // few good ones can be made.
+    let mut skipped = Vec::new();
+    let (mut painted, mut faint, mut other_effect) = (0, 0, 0);
     let mut worst_match: Option<f64> = None;
-    let mut note_match = |matched: Option<(f64, f64)>| {
-        if let Some((mismatch, _)) = matched {
-            worst_match = Some(worst_match.map_or(mismatch, |w: f64| w.max(mismatch)));
+    let mut note_match = |matched: Option<Matched>| {
+        if let Some(m) = matched {
+            worst_match = Some(worst_match.map_or(m.mismatch, |w: f64| w.max(m.mismatch)));
         }
     };
     for &attempt in &order {
@@ -1343,8 +1456,8 @@ pub fn evaluate(
             continue;
         };
         painted += 1;
-        match paint(&generator, &p, req.config.composite)? {
-            Some((patch, true)) => {
+        match paint(&generator, &p, req.config.composite, req.config.same_effect)? {
+            Some((patch, Verdict::Kept)) => {
                 note_match(p.matched);
                 synth.push(patch);
                 on_event(EvalEvent::Progress {
@@ -1352,12 +1465,20 @@ pub fn evaluate(
                     total: synthetic,
                 });
             }
-            Some((patch, false)) if faint.len() < synthetic => faint.push((patch, p.matched)),
-            _ => {}
+            Some((patch, verdict)) => {
+                match verdict {
+                    Verdict::Faint => faint += 1,
+                    _ => other_effect += 1,
+                }
+                if skipped.len() < synthetic {
+                    skipped.push((patch, p.matched));
+                }
+            }
+            None => {}
         }
     }
-    let faint_used = synthetic.saturating_sub(synth.len()).min(faint.len());
-    for (patch, matched) in faint.into_iter().take(faint_used) {
+    let faint_used = synthetic.saturating_sub(synth.len()).min(skipped.len());
+    for (patch, matched) in skipped.into_iter().take(faint_used) {
         note_match(matched);
         synth.push(patch);
     }
@@ -1372,6 +1493,8 @@ pub fn evaluate(
     let synthesis = SynthesisInfo {
         candidates: if matching { order.len() } else { 0 },
         painted,
+        faint,
+        other_effect,
         faint_used,
         worst_match,
     };
@@ -1704,6 +1827,73 @@ mod tests {
 
         // A context larger than the window (less its margins) has no place.
         assert!(matched_placement(&GrayImage::new(40, 40), &ctx, 12).is_none());
+    }
+
+    /// Two dark vertical traces on white, 40 x 40, and a mask over the gap between them.
+    fn traces() -> (GrayImage, GrayImage) {
+        let board = GrayImage::from_fn(40, 40, |x, _| {
+            Luma([if (8..14).contains(&x) || (26..32).contains(&x) {
+                0
+            } else {
+                255
+            }])
+        });
+        let mask = GrayImage::from_fn(40, 40, |x, y| {
+            Luma([if (10..30).contains(&x) && (17..23).contains(&y) {
+                255
+            } else {
+                0
+            }])
+        });
+        (board, mask)
+    }
+
+    /// `img` with the pixels in `x0..x1` x `y0..y1` set to `v`.
+    fn painted(img: &GrayImage, (x0, x1): (u32, u32), (y0, y1): (u32, u32), v: u8) -> GrayImage {
+        let mut out = img.clone();
+        for y in y0..y1 {
+            for x in x0..x1 {
+                out.put_pixel(x, y, Luma([v]));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_effect_tells_a_short_from_a_spur_and_an_open() {
+        let (board, mask) = traces();
+        let effect_of = |after: &GrayImage| effect(&board, after, &mask);
+        // A bridge between the traces joins two dark parts and splits the white gap in two.
+        let short = painted(&board, (14, 26), (18, 22), 0);
+        assert_eq!(
+            effect_of(&short),
+            Some(Effect {
+                bright: 1,
+                dark: -1
+            })
+        );
+        // A stub that stops short of the second trace joins nothing: a spur.
+        let spur = painted(&board, (14, 22), (18, 22), 0);
+        assert_eq!(effect_of(&spur), Some(Effect { bright: 0, dark: 0 }));
+        // A cut through a trace splits it and joins the white on both sides.
+        let open = painted(&board, (8, 14), (18, 22), 255);
+        assert_eq!(
+            effect_of(&open),
+            Some(Effect {
+                bright: -1,
+                dark: 1
+            })
+        );
+        // A speck smaller than MIN_PART is not a part.
+        let speck = painted(&board, (18, 20), (19, 21), 0);
+        assert_eq!(effect_of(&speck), Some(Effect { bright: 0, dark: 0 }));
+        // A bigger island is.
+        let island = painted(&board, (18, 22), (18, 22), 0);
+        assert_eq!(effect_of(&island), Some(Effect { bright: 0, dark: 1 }));
+        // Only a two-level pattern has parts to count; an empty mask has no frame.
+        let grey = GrayImage::from_fn(40, 40, |x, y| Luma([100 + ((x * 7 + y * 3) % 50) as u8]));
+        assert_eq!(effect(&grey, &grey, &mask), None);
+        assert_eq!(effect(&board, &short, &GrayImage::new(40, 40)), None);
     }
 
     #[test]

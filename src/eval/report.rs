@@ -187,12 +187,19 @@ pub fn markdown(r: &EvalResults) -> String {
     let _ = match y.worst_match {
         Some(worst) => writeln!(
             s,
-            "- Placement: {} candidate places matched against the real defects' surroundings; the best-matching were painted (largest mismatch used {:.3} of full scale); {} painted, those fainter than half the real defect skipped{}.",
+            "- Placement: {} candidate places matched against the real defects' surroundings; the best-matching were painted (largest mismatch used {:.3} of full scale); {} painted; skipped: {} fainter than half the real defect, {} that changed the pattern's connected parts otherwise than the real defect ({}){}.",
             y.candidates,
             worst,
             y.painted,
+            y.faint,
+            y.other_effect,
+            if r.config.same_effect {
+                "checked"
+            } else {
+                "not checked: `--same-effect false`"
+            },
             if y.faint_used > 0 {
-                format!(" (but {} of them used: too few visible ones)", y.faint_used)
+                format!(" (but {} of them used: too few good ones)", y.faint_used)
             } else {
                 String::new()
             }
