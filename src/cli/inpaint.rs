@@ -301,12 +301,17 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}",
+        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}",
         r.pairs,
         r.boxes,
         r.margin,
         r.groups.join(", "),
-        r.checkpoint.display()
+        r.checkpoint.display(),
+        if r.ensemble {
+            "; fills: mean of the 8 flips and quarter turns (--ensemble)"
+        } else {
+            ""
+        }
     );
     println!("{:<28} {:>16} {:>10}", "", "hole pixel error", "PSNR dB");
     let row = |name: &str, e: f64, p: f64| println!("{name:<28} {:>15.2}% {p:>10.2}", 100.0 * e);
