@@ -56,6 +56,7 @@ fn project(dir: &std::path::Path) -> Project {
         t.inpaint = Some(InpaintInfo {
             checkpoint: "0".repeat(64),
             seam,
+            ensemble: false,
         });
         entries.push(d);
         entries.push(t);

@@ -1986,6 +1986,7 @@ mod tests {
         t.inpaint = Some(crate::project::manifest::InpaintInfo {
             checkpoint: "0".repeat(64),
             seam: 1.0,
+            ensemble: false,
         });
         assert!(shows_real_pattern(&t));
     }

@@ -502,6 +502,7 @@ impl TwinMaker {
         t.inpaint = Some(InpaintInfo {
             checkpoint: self.model.checkpoint_sha256.clone(),
             seam,
+            ensemble: self.model.ensemble,
         });
         Ok(t)
     }

@@ -206,6 +206,10 @@ pub struct InpaintInfo {
     /// Seam score: gradient energy across the box borders relative to the image's typical
     /// gradient energy (about 1 for an invisible seam; higher is worse).
     pub seam: f64,
+    /// Whether the fill was the eight-fold flip-and-turn ensemble (`inpaint apply --ensemble`;
+    /// absent: a plain fill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ensemble: bool,
 }
 
 /// Where a synthetic image came from: enough to reproduce it bit for bit.
@@ -387,6 +391,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ensemble_fill_is_recorded_and_old_twins_read_as_plain() {
+        let info = InpaintInfo {
+            checkpoint: "ab".into(),
+            seam: 1.5,
+            ensemble: true,
+        };
+        let text = serde_json::to_string(&info).expect("json");
+        assert!(text.contains("\"ensemble\":true"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<InpaintInfo>(&text).expect("read"),
+            info
+        );
+        let old: InpaintInfo =
+            serde_json::from_str(r#"{"checkpoint":"ab","seam":1.5}"#).expect("old twin");
+        assert!(!old.ensemble);
+        let plain = serde_json::to_string(&old).expect("json");
+        assert!(!plain.contains("ensemble"), "{plain}");
+    }
+
+    #[test]
     fn only_real_templates_and_accepted_inpaintings_train() {
         let path = RelPath::new("t.png").expect("path");
         let real = ImageEntry::new("t", path, Role::Template, "g");
@@ -395,6 +419,7 @@ mod tests {
         made.inpaint = Some(InpaintInfo {
             checkpoint: "00".into(),
             seam: 1.0,
+            ensemble: false,
         });
         assert!(!made.is_real_template());
         assert!(!made.twin_trains(), "not reviewed yet");

@@ -262,6 +262,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     assert_eq!(twins.len(), summary.made);
     for t in &twins {
         assert_eq!(t.twin_status, Some(TwinStatus::PendingReview));
+        assert_eq!(t.inpaint.as_ref().map(|i| i.ensemble), Some(false));
         let defect = project
             .manifest
             .image(t.twin_of.as_deref().expect("twin_of"))
