@@ -8,11 +8,13 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, bail};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, bail};
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
-use crate::nn::conv::{ELEMENTWISE_CHUNK as CHUNK, Float, contiguous, contiguous_mut};
+use crate::nn::conv::{
+    ELEMENTWISE_CHUNK as CHUNK, Float, contiguous, contiguous_mut, cpu_floats_of_one_dtype,
+};
 
 const EPS: f64 = 1e-8;
 
@@ -72,14 +74,9 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let on_cpu = [var.as_tensor(), m.as_tensor(), v.as_tensor(), g]
-                .iter()
-                .all(|t| {
-                    t.device().is_cpu()
-                        && t.dtype() == var.dtype()
-                        && matches!(t.dtype(), DType::F32 | DType::F64)
-                });
-            if in_place && on_cpu {
+            if in_place
+                && cpu_floats_of_one_dtype([var.as_tensor(), m.as_tensor(), v.as_tensor(), g])
+            {
                 let g = g.contiguous()?;
                 m.inplace_op2(
                     &g,

@@ -1046,10 +1046,10 @@ fn paint(
         return Ok(None);
     };
     let out = luma(&generator.generate(&p.window, &p.mask, composite)?);
-    let before = luma(&p.window);
     let verdict = match p.matched {
         None => Verdict::Kept,
         Some(m) => {
+            let before = luma(&p.window);
             let change = mean_change(&out, &before, &p.mask);
             if !change.is_some_and(|c| c >= MIN_CHANGE_RATIO * m.change) {
                 Verdict::Faint

@@ -100,13 +100,18 @@ pub fn kernel() -> ConvKernel {
 /// selected, and every tensor on the CPU, in f32 or f64, all of one dtype. Otherwise callers
 /// fall back to candle's own ops.
 pub(crate) fn runs_fast<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> bool {
+    kernel() == ConvKernel::Fast && cpu_floats_of_one_dtype(tensors)
+}
+
+/// Whether every tensor is on the CPU, in f32 or f64, all of one dtype: what the CPU passes of
+/// `nn` (and Adam's in-place update) take.
+pub(crate) fn cpu_floats_of_one_dtype<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> bool {
     let mut dtype = None;
-    kernel() == ConvKernel::Fast
-        && tensors.into_iter().all(|t| {
-            t.device().is_cpu()
-                && matches!(t.dtype(), DType::F32 | DType::F64)
-                && *dtype.get_or_insert(t.dtype()) == t.dtype()
-        })
+    tensors.into_iter().all(|t| {
+        t.device().is_cpu()
+            && matches!(t.dtype(), DType::F32 | DType::F64)
+            && *dtype.get_or_insert(t.dtype()) == t.dtype()
+    })
 }
 
 /// An activation fused into [`conv2d_fused`]; each one's derivative is a function of its output,
