@@ -106,6 +106,20 @@ fn inpaint_train_apply_eval() {
         assert!(v.is_finite() && v >= 0.0, "{key} = {v}");
     }
     assert_eq!(report["pairs"], 2);
+    // The errors by box size: four ranges that hold every box and every box pixel.
+    let rows = report["by_size"].as_array().expect("by_size");
+    assert_eq!(rows.len(), 4);
+    let boxes: u64 = rows.iter().map(|r| r["boxes"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(Some(boxes), report["boxes"].as_u64());
+    let share: f64 = rows
+        .iter()
+        .map(|r| r["pixel_share"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!((share - 1.0).abs() < 1e-9, "{share}");
+    for r in rows.iter().filter(|r| r["boxes"].as_u64() > Some(0)) {
+        let e = r["hole_pixel_error"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&e), "{r}");
+    }
     for b in ["copy", "mean_fill"] {
         let e = report["baselines"][b]["hole_pixel_error"]
             .as_f64()

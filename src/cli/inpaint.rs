@@ -56,6 +56,11 @@ pub struct InpaintTrainArgs {
     /// the same.
     #[arg(long, conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
+    /// Also learn from the real defect images of these groups (comma separated, or `all`), away
+    /// from their defects: no crop touches a defect's box grown by 8 px, so the pixels the twins
+    /// will fill stay unseen. Fits the model to the boards or products it will fill.
+    #[arg(long, value_delimiter = ',')]
+    pub context_groups: Option<Vec<String>>,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -123,9 +128,17 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--hole takes two fractions, MIN,MAX (e.g. 0.15,0.4), got {h:?}");
     }
+    let context = args.context_groups.as_ref().map(|g| {
+        if g.iter().any(|x| x == "all") {
+            Vec::new()
+        } else {
+            g.clone()
+        }
+    });
     let req = InpaintTrainRequest {
         project: args.project.clone(),
         groups: args.group.clone(),
+        context: context.clone(),
         run: args.out.clone(),
         config: args.config(),
         resume: args.resume,
@@ -150,8 +163,18 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
         } => {
             bar.set_length(steps);
             bar.set_position(step);
+            let what = match &context {
+                None => "defect-free images".to_string(),
+                Some(g) if g.is_empty() => {
+                    "images (defect-free ones, and every group's defect images away from their defects)".to_string()
+                }
+                Some(g) => format!(
+                    "images (defect-free ones, and the defect images of {} away from their defects)",
+                    g.join(", ")
+                ),
+            };
             bar.println(format!(
-                "training inpainting: {pairs} defect-free images, {val_pairs} validation crops, from step {step} to {steps}"
+                "training inpainting: {pairs} {what}, {val_pairs} validation crops, from step {step} to {steps}"
             ));
         }
         TrainEvent::Metrics(m) => {
@@ -333,6 +356,46 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         "floor: defect image and template disagree on {:.2}% of the pixels outside the boxes (misalignment)",
         100.0 * r.floor_pixel_error
     );
+    println!("hole pixel error by box size (long side, margin included):");
+    println!(
+        "  {:<54} {:>6} {:>7} {:>9} {:>10} {:>6}",
+        "", "boxes", "pixels", "real", "self-test", "copy"
+    );
+    for s in &r.by_size {
+        let range = if s.to_px == u32::MAX {
+            format!("{} px and more", s.from_px)
+        } else {
+            format!("{}-{} px", s.from_px, s.to_px)
+        };
+        println!(
+            "  {:<54} {:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",
+            format!(
+                "{range}{}",
+                if s.scaled {
+                    " (window scaled down)"
+                } else {
+                    ""
+                }
+            ),
+            s.boxes,
+            100.0 * s.pixel_share,
+            100.0 * s.hole_pixel_error,
+            100.0 * s.selftest_hole_pixel_error,
+            100.0 * s.copy_hole_pixel_error
+        );
+    }
+    match &r.context {
+        Some(g) if g.is_empty() || g.iter().any(|g| r.groups.contains(g)) => println!(
+            "note: the run also learned from the defect images of {}, away from their defects \
+             (crops never touch a box grown by 8 px): the templates and the boxes' pixels stay unseen",
+            if g.is_empty() {
+                "every group".to_string()
+            } else {
+                g.join(", ")
+            }
+        ),
+        _ => {}
+    }
     if r.seen_in_training {
         println!(
             "note: the run trained on templates of these groups (or of every group): these are not figures for unseen boards"

@@ -106,6 +106,10 @@ pub struct RunInfo {
     /// The checkpoint a warm-started run took its first weights from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// The groups whose real defect images an inpainting run also learned from, away from their
+    /// defects (`Some(empty)`: every group's); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<String>>,
 }
 
 /// One line of `metrics.jsonl`: means over the steps since the previous line.

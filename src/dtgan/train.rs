@@ -287,6 +287,7 @@ impl Trainer {
             kind: RunKind::Dtgan,
             groups: Vec::new(),
             init_from: None,
+            context: None,
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {

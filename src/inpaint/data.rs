@@ -2,7 +2,10 @@
 //! crops with a random square hole each.
 //!
 //! Defect-free means a `good` image or a real template (an inpainted twin is never used: the
-//! network would learn its own mistakes). Decoded images are cached up to a memory budget.
+//! network would learn its own mistakes). A run may also learn from the real defect images of
+//! chosen groups, away from their defects: their crops never touch a defect's box grown by
+//! [`CONTEXT_MARGIN`], so the pixels the twins will fill stay unseen. Decoded images are cached
+//! up to a memory budget.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +18,17 @@ use rand::Rng;
 use super::config::InpaintConfig;
 use crate::dtgan::data::image_tensor;
 use crate::imaging::io::load_rgb8;
+use crate::imaging::rect::Rect;
 use crate::project::{Project, Role};
+
+/// Pixels by which a defect's box is grown before a context crop must miss it.
+pub const CONTEXT_MARGIN: u32 = 8;
+
+/// Random crop positions tried before the grid of those that miss every defect is searched.
+const RANDOM_TRIES: usize = 32;
+
+/// Spacing of that grid, px.
+const GRID_STEP: u32 = 4;
 
 /// Decoded images kept in memory, in bytes.
 const CACHE_BYTES: usize = 1 << 30;
@@ -26,6 +39,9 @@ pub enum InpaintDataError {
     /// No defect-free image in the chosen groups.
     #[error("no defect-free images (good images or real templates) in {0}")]
     NoImages(String),
+    /// No defect image with boxes in the chosen context groups.
+    #[error("no real defect images with defect boxes in {0}")]
+    NoContext(String),
     /// An image is too small for the training crops.
     #[error("{}: {w}x{h} pixels is less than half the {side} px training crops", path.display())]
     TooSmall {
@@ -43,12 +59,32 @@ pub enum InpaintDataError {
     Imaging(#[from] crate::imaging::io::ImagingError),
 }
 
-/// The defect-free images of `groups` (every group when empty), sorted by id, as (id, file).
+/// An image training crops are cut from, and the rectangles no crop may touch (a defect image's
+/// boxes grown by [`CONTEXT_MARGIN`]; none for a defect-free image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The image's id.
+    pub id: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// What crops must miss.
+    pub avoid: Vec<Rect>,
+}
+
+fn which(groups: &[String]) -> String {
+    if groups.is_empty() {
+        "the project".to_string()
+    } else {
+        format!("group(s) {}", groups.join(", "))
+    }
+}
+
+/// The defect-free images of `groups` (every group when empty), sorted by id.
 pub fn collect_images(
     project: &Project,
     groups: &[String],
-) -> Result<Vec<(String, PathBuf)>, InpaintDataError> {
-    let mut out: Vec<(String, PathBuf)> = project
+) -> Result<Vec<Source>, InpaintDataError> {
+    let mut out: Vec<Source> = project
         .manifest
         .images
         .iter()
@@ -56,18 +92,98 @@ pub fn collect_images(
             let clean = e.role == Role::Good || (e.role == Role::Template && e.is_real_template());
             clean && e.synthetic.is_none() && (groups.is_empty() || groups.contains(&e.group))
         })
-        .map(|e| (e.id.clone(), project.abs(&e.path)))
+        .map(|e| Source {
+            id: e.id.clone(),
+            path: project.abs(&e.path),
+            avoid: Vec::new(),
+        })
         .collect();
     if out.is_empty() {
-        let which = if groups.is_empty() {
-            "the project".to_string()
-        } else {
-            format!("group(s) {}", groups.join(", "))
-        };
-        return Err(InpaintDataError::NoImages(which));
+        return Err(InpaintDataError::NoImages(which(groups)));
     }
-    out.sort();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// The real defect images of `groups` (every group when empty) that have defect boxes, sorted
+/// by id, each with its boxes grown by [`CONTEXT_MARGIN`] to avoid. Images without boxes are
+/// left out: where their defects are is not known.
+pub fn collect_context(
+    project: &Project,
+    groups: &[String],
+) -> Result<Vec<Source>, InpaintDataError> {
+    let mut out: Vec<Source> = project
+        .manifest
+        .images
+        .iter()
+        .filter(|e| {
+            e.role == Role::Defect
+                && e.synthetic.is_none()
+                && !e.regions.is_empty()
+                && (groups.is_empty() || groups.contains(&e.group))
+        })
+        .map(|e| Source {
+            id: e.id.clone(),
+            path: project.abs(&e.path),
+            avoid: e
+                .regions
+                .iter()
+                .map(|r| r.bbox.grown_clipped(CONTEXT_MARGIN, u32::MAX, u32::MAX))
+                .collect(),
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(InpaintDataError::NoContext(which(groups)));
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// The top-left corners, on a grid of [`GRID_STEP`] (plus the last row and column), of the
+/// `side` px squares of a `w` x `h` image that miss every rectangle of `avoid`.
+pub fn free_corners(w: u32, h: u32, side: u32, avoid: &[Rect]) -> Vec<(u32, u32)> {
+    if side > w || side > h {
+        return Vec::new();
+    }
+    let axis = |len: u32| {
+        let mut v: Vec<u32> = (0..=len - side).step_by(GRID_STEP as usize).collect();
+        if v.last() != Some(&(len - side)) {
+            v.push(len - side);
+        }
+        v
+    };
+    let (xs, ys) = (axis(w), axis(h));
+    let mut out = Vec::new();
+    for &y in &ys {
+        for &x in &xs {
+            let r = Rect::new(x, y, side, side);
+            if !avoid.iter().any(|a| a.overlaps(&r)) {
+                out.push((x, y));
+            }
+        }
+    }
+    out
+}
+
+/// Keeps the sources in which a crop of `side` px fits (all defect-free ones; defect images
+/// with room between their defects), reading only the files' headers; returns how many were
+/// dropped.
+pub fn keep_with_room(sources: &mut Vec<Source>, side: u32) -> Result<usize, InpaintDataError> {
+    let before = sources.len();
+    let mut kept = Vec::with_capacity(before);
+    for s in sources.drain(..) {
+        if s.avoid.is_empty() {
+            kept.push(s);
+            continue;
+        }
+        let (w, h) = crate::imaging::io::read_dimensions(&s.path)?;
+        let side = side.min(w).min(h);
+        if !free_corners(w, h, side, &s.avoid).is_empty() {
+            kept.push(s);
+        }
+    }
+    *sources = kept;
+    Ok(before - sources.len())
 }
 
 /// A hole: top, left, height, width, in crop pixels.
@@ -84,14 +200,14 @@ pub struct Example {
 
 /// Draws examples from a set of images, decoding each once while the cache has room.
 pub struct ImageSampler {
-    images: Vec<(String, PathBuf)>,
+    images: Vec<Source>,
     cache: HashMap<usize, Arc<RgbImage>>,
     cached_bytes: usize,
 }
 
 impl ImageSampler {
     /// A sampler over `images`.
-    pub fn new(images: Vec<(String, PathBuf)>) -> Self {
+    pub fn new(images: Vec<Source>) -> Self {
         Self {
             images,
             cache: HashMap::new(),
@@ -100,7 +216,7 @@ impl ImageSampler {
     }
 
     /// The images.
-    pub fn images(&self) -> &[(String, PathBuf)] {
+    pub fn images(&self) -> &[Source] {
         &self.images
     }
 
@@ -108,7 +224,7 @@ impl ImageSampler {
         if let Some(img) = self.cache.get(&i) {
             return Ok(img.clone());
         }
-        let img = Arc::new(load_rgb8(&self.images[i].1)?);
+        let img = Arc::new(load_rgb8(&self.images[i].path)?);
         let bytes = img.as_raw().len();
         if self.cached_bytes + bytes <= CACHE_BYTES {
             self.cached_bytes += bytes;
@@ -117,13 +233,32 @@ impl ImageSampler {
         Ok(img)
     }
 
-    /// A random example: random image, crop, flips / quarter turns, hole.
+    /// A random example: random image, crop (missing the image's defects, if any), flips /
+    /// quarter turns, hole.
     pub fn sample(
         &mut self,
         cfg: &InpaintConfig,
         rng: &mut impl Rng,
     ) -> Result<Example, InpaintDataError> {
-        let i = rng.random_range(0..self.images.len());
+        // A defect image with no room for this crop size is passed over (each source was
+        // checked for the largest crop, so this only guards against a changed file).
+        for _ in 0..self.images.len().max(1) * 4 {
+            let i = rng.random_range(0..self.images.len());
+            if let Some(e) = self.sample_from(i, cfg, rng)? {
+                return Ok(e);
+            }
+        }
+        Err(InpaintDataError::NoContext(
+            "the sources: no crop misses their defects".into(),
+        ))
+    }
+
+    fn sample_from(
+        &mut self,
+        i: usize,
+        cfg: &InpaintConfig,
+        rng: &mut impl Rng,
+    ) -> Result<Option<Example>, InpaintDataError> {
         let img = self.load(i)?;
         let s = cfg.model.image_size;
         let (lo, hi) = cfg.crop_side_scale;
@@ -136,14 +271,36 @@ impl ImageSampler {
         let side = ((s as f32 * scale).round() as u32).min(w).min(h);
         if (w.min(h) as usize) < s / 2 {
             return Err(InpaintDataError::TooSmall {
-                path: self.images[i].1.clone(),
+                path: self.images[i].path.clone(),
                 w,
                 h,
                 side: s,
             });
         }
-        let x = rng.random_range(0..=w - side);
-        let y = rng.random_range(0..=h - side);
+        let avoid = &self.images[i].avoid;
+        let misses = |x: u32, y: u32| {
+            let r = Rect::new(x, y, side, side);
+            !avoid.iter().any(|a| a.overlaps(&r))
+        };
+        // A defect-free image takes the first draw, as before context images existed.
+        let found = (0..RANDOM_TRIES)
+            .map(|_| {
+                (
+                    rng.random_range(0..=w - side),
+                    rng.random_range(0..=h - side),
+                )
+            })
+            .find(|&(x, y)| misses(x, y));
+        let (x, y) = match found {
+            Some(corner) => corner,
+            None => {
+                let free = free_corners(w, h, side, avoid);
+                if free.is_empty() {
+                    return Ok(None);
+                }
+                free[rng.random_range(0..free.len())]
+            }
+        };
         let mut crop = image::imageops::crop_imm(img.as_ref(), x, y, side, side).to_image();
         if side as usize != s {
             crop = image::imageops::resize(
@@ -164,21 +321,21 @@ impl ImageSampler {
                 crop = image::imageops::rotate90(&crop);
             }
         }
-        Ok(Example {
+        Ok(Some(Example {
             image: crop,
             hole: random_hole(cfg, rng),
-        })
+        }))
     }
 }
 
 /// Checks from the file headers that every image is at least half the crop side, so that a bad
 /// image stops a run at its start, not when it is first drawn hours later.
-pub fn check_sizes(images: &[(String, PathBuf)], side: usize) -> Result<(), InpaintDataError> {
-    for (_, path) in images {
-        let (w, h) = crate::imaging::io::read_dimensions(path)?;
+pub fn check_sizes(images: &[Source], side: usize) -> Result<(), InpaintDataError> {
+    for src in images {
+        let (w, h) = crate::imaging::io::read_dimensions(&src.path)?;
         if (w.min(h) as usize) < side / 2 {
             return Err(InpaintDataError::TooSmall {
-                path: path.clone(),
+                path: src.path.clone(),
                 w,
                 h,
                 side,
@@ -267,6 +424,70 @@ pub fn batch(examples: &[Example], gamma: f64, device: &Device) -> candle_core::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_corners_are_the_grid_squares_that_miss_every_rect() {
+        let avoid = [Rect::new(20, 8, 10, 30), Rect::new(0, 50, 5, 5)];
+        let (w, h, side) = (61, 64, 16);
+        let free = free_corners(w, h, side, &avoid);
+        let mut want = Vec::new();
+        for y in (0..=h - side).step_by(4).chain([h - side]) {
+            for x in (0..=w - side).step_by(4).chain([w - side]) {
+                let clear = (x..x + side)
+                    .all(|px| (y..y + side).all(|py| !avoid.iter().any(|a| a.contains(px, py))));
+                if clear && !want.contains(&(x, y)) {
+                    want.push((x, y));
+                }
+            }
+        }
+        assert!(!want.is_empty());
+        assert_eq!(free.len(), want.len());
+        assert!(free.iter().all(|c| want.contains(c)));
+        assert!(
+            free_corners(w, h, 65, &[]).is_empty(),
+            "larger than the image"
+        );
+        let everywhere = [Rect::new(0, 0, w, h)];
+        assert!(free_corners(w, h, side, &everywhere).is_empty());
+    }
+
+    /// Crops of an image whose pixels spell their own coordinates: each crop's corner pixel
+    /// says where it was cut, and no crop may touch the rectangles to avoid.
+    #[test]
+    fn context_crops_miss_the_defects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("coords.png");
+        let img = RgbImage::from_fn(100, 90, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        img.save(&path).expect("save");
+        // A defect in the middle leaves bands along the four sides.
+        let avoid = vec![Rect::new(40, 35, 20, 20)];
+        let mut cfg = InpaintConfig::preset(crate::dtgan::Preset::Tiny);
+        cfg.flip = false;
+        let side = cfg.model.image_size as u32;
+        let mut sampler = ImageSampler::new(vec![Source {
+            id: "d".into(),
+            path: path.clone(),
+            avoid: avoid.clone(),
+        }]);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let mut corners = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let e = sampler.sample(&cfg, &mut rng).expect("sample");
+            let p = e.image.get_pixel(0, 0);
+            let r = Rect::new(u32::from(p[0]), u32::from(p[1]), side, side);
+            assert!(!avoid[0].overlaps(&r), "crop {r:?} touches the defect");
+            corners.insert((r.x, r.y));
+        }
+        assert!(corners.len() > 20, "crops vary: {}", corners.len());
+        // With no room at all the image is dropped before training.
+        let mut sources = vec![Source {
+            id: "d".into(),
+            path,
+            avoid: vec![Rect::new(10, 10, 80, 70)],
+        }];
+        assert_eq!(keep_with_room(&mut sources, side).expect("headers"), 1);
+        assert!(sources.is_empty());
+    }
 
     #[test]
     fn discount_is_one_on_the_border_and_falls_inside() {

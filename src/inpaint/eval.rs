@@ -76,6 +76,19 @@ impl Tally {
         }
     }
 
+    /// Only the pixels of `r` (every one of them a hole pixel).
+    fn add_rect(&mut self, got: &GrayImage, truth: &GrayImage, r: Rect) {
+        for y in r.y..r.bottom() {
+            for x in r.x..r.right() {
+                let (g, t) = (got.get_pixel(x, y)[0], truth.get_pixel(x, y)[0]);
+                self.n += 1;
+                self.wrong += u64::from((g >= 128) != (t >= 128));
+                let d = f64::from(g) - f64::from(t);
+                self.sq += d * d;
+            }
+        }
+    }
+
     fn score(&self) -> Score {
         let n = self.n.max(1) as f64;
         let mse = self.sq / n;
@@ -101,6 +114,40 @@ pub struct Baselines {
     pub selftest_mean_fill: Score,
 }
 
+/// The figures of the boxes whose long side (margin included) falls in one range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SizeRow {
+    /// Smallest long side in the range, px (inclusive).
+    pub from_px: u32,
+    /// Largest long side in the range, px (inclusive; `u32::MAX`: no upper end).
+    pub to_px: u32,
+    /// Whether these boxes are filled in a window scaled down to the network's input (longer
+    /// than half of it).
+    pub scaled: bool,
+    /// Boxes in the range.
+    pub boxes: usize,
+    /// Their share of all box pixels (overlapping boxes count once each).
+    pub pixel_share: f64,
+    /// Hole pixel error of the fills on the real pairs.
+    pub hole_pixel_error: f64,
+    /// The same in the template self-test.
+    pub selftest_hole_pixel_error: f64,
+    /// The same for copying (no fill).
+    pub copy_hole_pixel_error: f64,
+}
+
+/// Upper ends (inclusive) of the long-side ranges of [`EvalReport::by_size`], for a network of
+/// input side `s`: up to 3s/8, up to s/2 (the largest box filled at the image's own
+/// resolution), up to 3s/4, and the rest.
+fn size_edges(s: u32) -> [u32; 3] {
+    [3 * s / 8, s / 2, 3 * s / 4]
+}
+
+/// The index of the range of `long` among `edges` (upper ends, inclusive).
+fn size_range(edges: &[u32], long: u32) -> usize {
+    edges.iter().filter(|&&e| long > e).count()
+}
+
 /// The evaluation's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EvalReport {
@@ -119,6 +166,9 @@ pub struct EvalReport {
     pub margin: u32,
     /// Whether the fills were the eight-fold flip-and-turn ensemble.
     pub ensemble: bool,
+    /// The groups whose defect images the run also learned from, away from their defects
+    /// (`Some(empty)`: every group's): their templates and the pixels of the boxes stay unseen.
+    pub context: Option<Vec<String>>,
     /// Share of wrong binarised pixels in the filled boxes of the defect images.
     pub hole_pixel_error: f64,
     /// PSNR there, dB.
@@ -131,6 +181,8 @@ pub struct EvalReport {
     pub floor_pixel_error: f64,
     /// The baselines.
     pub baselines: Baselines,
+    /// The errors by box size (long side, margin included), smallest first.
+    pub by_size: Vec<SizeRow>,
     /// Seconds the evaluation took.
     pub seconds: f64,
 }
@@ -194,8 +246,8 @@ fn write_example(path: &Path, images: [&RgbImage; 3], boxes: &[Rect]) -> Result<
         .map_err(|e| EvalError::Data(e.to_string()))
 }
 
-/// The groups a run trained on (empty: all, or unknown).
-pub fn trained_groups(run: &Path) -> Vec<String> {
+/// The `run.json` of a run folder or of the folder of a checkpoint, if readable.
+fn run_info(run: &Path) -> Option<RunInfo> {
     let dir = if run.is_file() {
         run.parent().map(Path::to_path_buf).unwrap_or_default()
     } else {
@@ -204,8 +256,6 @@ pub fn trained_groups(run: &Path) -> Vec<String> {
     std::fs::read_to_string(RunDir::new(dir).info())
         .ok()
         .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok())
-        .map(|i| i.groups)
-        .unwrap_or_default()
 }
 
 /// Why an evaluation could not run.
@@ -234,7 +284,8 @@ pub fn evaluate(
         )));
     }
     let all: BTreeSet<&String> = index.values().collect();
-    let trained = trained_groups(&req.run);
+    let info = run_info(&req.run);
+    let trained = info.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
     let groups: Vec<String> = if !req.groups.is_empty() {
         req.groups.clone()
     } else {
@@ -279,6 +330,9 @@ pub fn evaluate(
     );
     let (mut floor_wrong, mut floor_n) = (0u64, 0u64);
     let mut boxes_total = 0;
+    let edges = size_edges(model.config.model.image_size as u32);
+    // Per size range: (boxes, real, self-test, copy).
+    let mut sized = [(); 4].map(|_| (0usize, Tally::default(), Tally::default(), Tally::default()));
     let total = ids.len();
     for (done, id) in ids.iter().enumerate() {
         progress(done, total);
@@ -334,11 +388,33 @@ pub fn evaluate(
         let self_filled = gray(&model.fill(&temp, &hole)?);
         selftest.add(&self_filled, &temp_g, &hole);
         copy.add(&test_g, &temp_g, &hole);
+        for b in &boxes {
+            let row = &mut sized[size_range(&edges, b.w.max(b.h))];
+            row.0 += 1;
+            row.1.add_rect(&filled, &temp_g, *b);
+            row.2.add_rect(&self_filled, &temp_g, *b);
+            row.3.add_rect(&test_g, &temp_g, *b);
+        }
         mean.add(&mean_fill(&test_g, &boxes), &temp_g, &hole);
         self_mean.add(&mean_fill(&temp_g, &boxes), &temp_g, &hole);
     }
     progress(total, total);
     let (r, s) = (real.score(), selftest.score());
+    let all_px: u64 = sized.iter().map(|r| r.1.n).sum();
+    let by_size = sized
+        .iter()
+        .enumerate()
+        .map(|(i, (n, real, own, copy))| SizeRow {
+            from_px: if i == 0 { 0 } else { edges[i - 1] + 1 },
+            to_px: edges.get(i).copied().unwrap_or(u32::MAX),
+            scaled: i >= 2,
+            boxes: *n,
+            pixel_share: real.n as f64 / all_px.max(1) as f64,
+            hole_pixel_error: real.score().hole_pixel_error,
+            selftest_hole_pixel_error: own.score().hole_pixel_error,
+            copy_hole_pixel_error: copy.score().hole_pixel_error,
+        })
+        .collect();
     let seen_in_training = trained.is_empty() || groups.iter().any(|g| trained.contains(g));
     Ok(EvalReport {
         checkpoint: model.checkpoint.clone(),
@@ -348,6 +424,7 @@ pub fn evaluate(
         boxes: boxes_total,
         margin: req.margin,
         ensemble: req.ensemble,
+        context: info.and_then(|i| i.context),
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,
         selftest_hole_pixel_error: s.hole_pixel_error,
@@ -358,6 +435,7 @@ pub fn evaluate(
             mean_fill: mean.score(),
             selftest_mean_fill: self_mean.score(),
         },
+        by_size,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -377,6 +455,38 @@ mod tests {
         assert!((s.hole_pixel_error - 1.0 / 3.0).abs() < 1e-12);
         let mse: f64 = 200.0 * 200.0 / 3.0;
         assert!((s.psnr - 10.0 * (255.0f64 * 255.0 / mse).log10()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn size_ranges_split_where_the_window_starts_to_be_scaled() {
+        let edges = size_edges(128);
+        assert_eq!(edges, [48, 64, 96]);
+        let ranges: Vec<usize> = [1, 48, 49, 64, 65, 96, 97, 640]
+            .iter()
+            .map(|&l| size_range(&edges, l))
+            .collect();
+        assert_eq!(ranges, [0, 0, 1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn add_rect_counts_the_rect_like_a_hole() {
+        let truth = GrayImage::from_fn(6, 4, |x, y| Luma([if (x + y) % 3 == 0 { 0 } else { 255 }]));
+        let got = GrayImage::from_fn(6, 4, |x, _| Luma([if x < 3 { 0 } else { 255 }]));
+        let r = Rect::new(1, 1, 4, 2);
+        let hole = GrayImage::from_fn(6, 4, |x, y| {
+            Luma([if (1..5).contains(&x) && (1..3).contains(&y) {
+                255
+            } else {
+                0
+            }])
+        });
+        let (mut a, mut b) = (Tally::default(), Tally::default());
+        a.add(&got, &truth, &hole);
+        b.add_rect(&got, &truth, r);
+        assert_eq!((a.n, a.wrong), (b.n, b.wrong));
+        assert_eq!(a.n, 8);
+        assert!(a.wrong > 0 && a.wrong < 8, "{}", a.wrong);
+        assert_eq!(a.sq, b.sq);
     }
 
     #[test]

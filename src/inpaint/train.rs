@@ -14,7 +14,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::attention::flow_image;
 use super::config::InpaintConfig;
-use super::data::{Batch, Example, ImageSampler, batch, check_sizes, collect_images};
+use super::data::{
+    Batch, Example, ImageSampler, batch, check_sizes, collect_context, collect_images,
+    keep_with_room,
+};
 use super::nets::{GENERATOR_PREFIX, InpaintGan, InpaintOutput, paste};
 use crate::dtgan::adam::Adam;
 use crate::dtgan::data::tensor_image;
@@ -41,6 +44,10 @@ pub struct InpaintTrainRequest {
     pub project: PathBuf,
     /// Groups whose defect-free images to train on (empty: all).
     pub groups: Vec<String>,
+    /// Groups whose real defect images to learn from too, away from their defects (`Some(empty)`:
+    /// every group's; `None`: none). Their crops never touch a defect's box grown by
+    /// [`CONTEXT_MARGIN`](super::data::CONTEXT_MARGIN), so what the twins will fill stays unseen.
+    pub context: Option<Vec<String>>,
     /// The run folder (created).
     pub run: PathBuf,
     /// The configuration; when resuming, only `steps` is taken from here.
@@ -87,6 +94,7 @@ pub struct InpaintTrainer {
     /// Where the run stands.
     pub state: TrainState,
     sampler: ImageSampler,
+    context_images: usize,
     val: Vec<Example>,
     run: RunDir,
 }
@@ -130,6 +138,7 @@ impl InpaintTrainer {
         // A resumed run keeps its groups: given none, it takes them from run.json; given others,
         // it refuses (its data, validation split and curve would change).
         let mut groups = req.groups.clone();
+        let mut context = req.context.clone();
         let mut init_from = None;
         if resuming
             && let Ok(text) = std::fs::read_to_string(run.info())
@@ -144,6 +153,18 @@ impl InpaintTrainer {
                     was: info.groups,
                     asked: groups,
                 });
+            }
+            match (&context, info.context) {
+                (None, was) => context = was,
+                (Some(asked), was) if was.as_ref() != Some(asked) => {
+                    return Err(TrainError::Config(format!(
+                        "{}: the run learned from the defect images of {}; it cannot resume with {}",
+                        run.root.display(),
+                        describe_context(was.as_deref()),
+                        describe_context(Some(asked))
+                    )));
+                }
+                _ => {}
             }
         }
         let images =
@@ -160,7 +181,28 @@ impl InpaintTrainer {
         config.validate().map_err(TrainError::Config)?;
         check_sizes(&images, config.model.image_size)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        let (train_imgs, val_imgs) = hold_out(images, config.val_images);
+        let (mut train_imgs, val_imgs) = hold_out(images, config.val_images);
+        // Context images only train: the validation crops stay defect-free images, so the
+        // validation curve means the same with or without them.
+        let mut context_images = 0;
+        if let Some(cg) = &context {
+            let mut more =
+                collect_context(&project, cg).map_err(|e| TrainError::Config(e.to_string()))?;
+            check_sizes(&more, config.model.image_size)
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+            let s = config.model.image_size as f32;
+            let largest =
+                (s * config.crop_side_scale.1.max(config.crop_side_scale.0)).round() as u32;
+            keep_with_room(&mut more, largest).map_err(|e| TrainError::Config(e.to_string()))?;
+            if more.is_empty() {
+                return Err(TrainError::Config(format!(
+                    "no defect image of {} has room for a {largest} px crop between its defects",
+                    describe_context(Some(cg))
+                )));
+            }
+            context_images = more.len();
+            train_imgs.extend(more);
+        }
         // Fixed validation crops and holes, drawn from their own stream.
         let mut val_sampler = ImageSampler::new(val_imgs);
         let mut vrng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, u64::MAX));
@@ -192,7 +234,7 @@ impl InpaintTrainer {
         };
         let mut sampler = ImageSampler::new(train_imgs);
         let warm = match &req.init_from {
-            Some(path) => Some(warm_start(&gan, path, &groups)?),
+            Some(path) => Some(warm_start(&gan, path, &groups, context.as_deref())?),
             None => None,
         };
         if !resuming && warm.is_none() {
@@ -210,6 +252,7 @@ impl InpaintTrainer {
             kind: RunKind::Inpaint,
             groups,
             init_from: warm.or(init_from),
+            context,
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {
@@ -219,6 +262,7 @@ impl InpaintTrainer {
             opt_d,
             state,
             sampler,
+            context_images,
             val,
             run,
         })
@@ -386,6 +430,20 @@ impl InpaintTrainer {
     pub fn counts(&self) -> (usize, usize) {
         (self.sampler.images().len(), self.val.len())
     }
+
+    /// Of the training images, the defect images learned from away from their defects.
+    pub fn context_images(&self) -> usize {
+        self.context_images
+    }
+}
+
+/// "group(s) A, B", "every group", or "no group", for context groups.
+fn describe_context(context: Option<&[String]>) -> String {
+    match context {
+        None => "no group".into(),
+        Some([]) => "every group".into(),
+        Some(g) => format!("group(s) {}", g.join(", ")),
+    }
 }
 
 /// Loads the networks of the checkpoint at `path` into `gan` for a warm start, and returns the
@@ -395,8 +453,14 @@ impl InpaintTrainer {
 ///
 /// The source run's groups (from the `run.json` beside the checkpoint) must be among this run's
 /// `groups` (empty: every group): otherwise `inpaint eval` would count images the model has
-/// seen as unseen.
-fn warm_start(gan: &InpaintGan, path: &Path, groups: &[String]) -> Result<PathBuf, TrainError> {
+/// seen as unseen. Likewise the groups whose defect images it learned from must be among this
+/// run's `context` groups.
+fn warm_start(
+    gan: &InpaintGan,
+    path: &Path,
+    groups: &[String],
+    context: Option<&[String]>,
+) -> Result<PathBuf, TrainError> {
     let path = crate::dtgan::generate::resolve_checkpoint(path)
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let (tensors, meta) = read_checkpoint(&path)?;
@@ -425,6 +489,20 @@ fn warm_start(gan: &InpaintGan, path: &Path, groups: &[String]) -> Result<PathBu
             path.display()
         )));
     };
+    let context_left_out = match (info.context.as_deref(), context) {
+        (None, _) | (_, Some([])) => false,
+        (Some(_), None) | (Some([]), Some(_)) => true,
+        (Some(was), Some(now)) => was.iter().any(|g| !now.contains(g)),
+    };
+    if context_left_out {
+        return Err(TrainError::Config(format!(
+            "{}: learned from the defect images of {}, which this run's context ({}) leaves out; \
+             add them, or evaluation would count images it has seen as unseen",
+            path.display(),
+            describe_context(info.context.as_deref()),
+            describe_context(context)
+        )));
+    }
     // Groups the source was trained on that this run leaves out (empty lists: every group).
     let left_out: Vec<String> = match (groups.is_empty(), info.groups.is_empty()) {
         (true, _) => Vec::new(),

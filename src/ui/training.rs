@@ -49,6 +49,8 @@ pub struct TrainingPane {
     kind: RunKind,
     /// Inpainting: the group to train on (empty: every group).
     group: String,
+    /// Inpainting: learn from that group's defect images too, away from their defects.
+    defect_context: bool,
     class: String,
     preset: Preset,
     steps: u64,
@@ -83,6 +85,7 @@ impl TrainingPane {
         Self {
             kind: RunKind::Dtgan,
             group: String::new(),
+            defect_context: false,
             class: String::new(),
             preset: Preset::Cpu,
             steps: cfg.steps,
@@ -273,13 +276,15 @@ impl TrainingPane {
             RunKind::Inpaint => {
                 let mut config = InpaintConfig::preset(self.preset);
                 config.steps = self.steps;
+                let groups = if self.group.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![self.group.clone()]
+                };
                 Command::StartInpaintTraining(Box::new(InpaintTrainRequest {
+                    context: self.defect_context.then(|| groups.clone()),
                     project: project.root.clone(),
-                    groups: if self.group.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![self.group.clone()]
-                    },
+                    groups,
                     run: run.clone(),
                     config,
                     resume: self.resume,
@@ -351,6 +356,13 @@ impl TrainingPane {
                                     ui.selectable_value(&mut self.group, g.clone(), g);
                                 }
                             });
+                        ui.checkbox(&mut self.defect_context, "learn from defect images too")
+                            .on_hover_text(
+                                "Also cut training crops from the group's defect images, away \
+                                 from their defects (no crop touches a defect's box grown by \
+                                 8 px): the model fits the boards or products it will fill, and \
+                                 never sees the pixels it is asked to fill.",
+                            );
                     }
                 }
                 let before = self.preset;

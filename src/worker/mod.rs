@@ -532,6 +532,7 @@ mod tests {
         let run = dir.join("inpaint-run");
         crate::inpaint::train::train_inpaint(
             &crate::inpaint::train::InpaintTrainRequest {
+                context: None,
                 project: root.clone(),
                 groups,
                 run: run.clone(),

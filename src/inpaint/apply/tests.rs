@@ -2,7 +2,7 @@ use super::*;
 use crate::demo::{DemoConfig, make_demo};
 use crate::dtgan::Preset;
 use crate::dtgan::model::read_checkpoint;
-use crate::dtgan::run::{TrainControl, read_metrics};
+use crate::dtgan::run::{RunInfo, TrainControl, read_metrics};
 use crate::inpaint::config::InpaintModel;
 use crate::inpaint::train::{InpaintTrainRequest, InpaintTrainer, train_inpaint};
 
@@ -91,6 +91,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     cfg.flip = false;
     let run = dir.path().join("run");
     let req = InpaintTrainRequest {
+        context: None,
         project: root.clone(),
         groups: only,
         run: run.clone(),
@@ -319,6 +320,7 @@ fn a_resumed_run_continues_the_same_curve() {
     let root = demo(dir.path());
     let cfg = tiny(12, 6);
     let req = |run: &str, steps: u64, resume: bool| InpaintTrainRequest {
+        context: None,
         project: root.clone(),
         groups: Vec::new(),
         run: dir.path().join(run),
@@ -408,6 +410,7 @@ fn a_warm_start_begins_from_another_runs_networks() {
     let root = demo(dir.path());
     let cfg = tiny(6, 6);
     let req = |run: &str, cfg: &InpaintConfig, init: Option<&str>| InpaintTrainRequest {
+        context: None,
         project: root.clone(),
         groups: Vec::new(),
         run: dir.path().join(run),
@@ -501,6 +504,90 @@ fn a_warm_start_begins_from_another_runs_networks() {
         ..req("same", &cfg, Some("source"))
     });
     assert!(e.contains("cannot resume"), "{e}");
+}
+
+/// A run may also learn from the project's defect images away from their defects: it records
+/// their groups, resumes with them, and a warm start from it must keep them (else evaluation
+/// would count boards it has seen as unseen).
+#[test]
+fn context_groups_are_recorded_kept_on_resume_and_required_of_warm_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("project");
+    let demo_cfg = DemoConfig {
+        size: 128,
+        ..DemoConfig::small(5, 1, 1)
+    };
+    make_demo(&root, &demo_cfg, &|_, _| {}).expect("demo");
+    let req = |run: &str, steps: u64, context: Option<Vec<String>>| InpaintTrainRequest {
+        project: root.clone(),
+        groups: Vec::new(),
+        context,
+        run: dir.path().join(run),
+        config: tiny(steps, steps),
+        resume: false,
+        max_minutes: None,
+        device: DeviceChoice::Cpu,
+        init_from: None,
+    };
+    let plain = InpaintTrainer::open(&req("plain", 2, None)).expect("plain");
+    let with = InpaintTrainer::open(&req("ctx", 2, Some(Vec::new()))).expect("with context");
+    let defects = Project::open(&root)
+        .expect("open")
+        .manifest
+        .images
+        .iter()
+        .filter(|e| e.role == crate::project::Role::Defect && !e.regions.is_empty())
+        .count();
+    assert!(defects > 0);
+    assert!(
+        with.context_images() > 0 && with.context_images() <= defects,
+        "{} of {defects}",
+        with.context_images()
+    );
+    assert_eq!(
+        with.counts().0,
+        plain.counts().0 + with.context_images(),
+        "context images add to the training images"
+    );
+    assert_eq!(with.counts().1, plain.counts().1, "and never validate");
+    drop((plain, with));
+    train_inpaint(
+        &req("ctx", 2, Some(Vec::new())),
+        &TrainControl::new(),
+        &mut |_| {},
+    )
+    .expect("train with context");
+    let info: RunInfo = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("ctx/run.json")).expect("run.json"),
+    )
+    .expect("run info");
+    assert_eq!(info.context, Some(Vec::new()));
+
+    // Resuming without saying takes the run's context; another context is refused.
+    let resume = |steps: u64, context: Option<Vec<String>>| InpaintTrainRequest {
+        resume: true,
+        ..req("ctx", steps, context)
+    };
+    let t = InpaintTrainer::open(&resume(3, None)).expect("resume");
+    assert!(t.context_images() > 0, "the run's context is kept");
+    drop(t);
+    let e = match InpaintTrainer::open(&resume(3, Some(vec!["other".into()]))) {
+        Ok(_) => panic!("another context must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("cannot resume") && e.contains("other"), "{e}");
+
+    // A warm start from it must learn from the same defect images.
+    let warm = |context: Option<Vec<String>>| InpaintTrainRequest {
+        init_from: Some(dir.path().join("ctx")),
+        ..req("warm", 2, context)
+    };
+    let e = match InpaintTrainer::open(&warm(None)) {
+        Ok(_) => panic!("a warm start without the source's context must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("defect images of every group"), "{e}");
+    InpaintTrainer::open(&warm(Some(Vec::new()))).expect("warm start keeping the context");
 }
 
 /// The eight tensor symmetries are distinct and each is undone by its inverse.
