@@ -362,10 +362,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         "", "boxes", "pixels", "real", "self-test", "copy"
     );
     for s in &r.by_size {
-        let range = if s.to_px == u32::MAX {
-            format!("{} px and more", s.from_px)
-        } else {
-            format!("{}-{} px", s.from_px, s.to_px)
+        let range = match s.to_px {
+            None => format!("{} px and more", s.from_px),
+            Some(to) => format!("{}-{to} px", s.from_px),
         };
         println!(
             "  {:<54} {:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",

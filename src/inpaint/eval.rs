@@ -119,8 +119,8 @@ pub struct Baselines {
 pub struct SizeRow {
     /// Smallest long side in the range, px (inclusive).
     pub from_px: u32,
-    /// Largest long side in the range, px (inclusive; `u32::MAX`: no upper end).
-    pub to_px: u32,
+    /// Largest long side in the range, px (inclusive; `None`: no upper end).
+    pub to_px: Option<u32>,
     /// Whether these boxes are filled in a window scaled down to the network's input (longer
     /// than half of it).
     pub scaled: bool,
@@ -406,7 +406,7 @@ pub fn evaluate(
         .enumerate()
         .map(|(i, (n, real, own, copy))| SizeRow {
             from_px: if i == 0 { 0 } else { edges[i - 1] + 1 },
-            to_px: edges.get(i).copied().unwrap_or(u32::MAX),
+            to_px: edges.get(i).copied(),
             scaled: i >= 2,
             boxes: *n,
             pixel_share: real.n as f64 / all_px.max(1) as f64,
