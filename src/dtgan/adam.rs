@@ -287,8 +287,18 @@ mod tests {
                         .and_then(|t| t.sum_all())
                         .expect("loss")
                 };
-                a.step_with(&loss(&wa).backward().expect("grads"), true)
-                    .expect("a");
+                let grads = loss(&wa).backward().expect("grads");
+                // The condition of the in-place branch holds, so `a` takes it (else this test
+                // would compare the tensor ops with themselves).
+                let (_, _, m, v) = &a.params[0];
+                let g = grads.get(&wa).expect("a gradient");
+                assert!(cpu_floats_of_one_dtype([
+                    &wa,
+                    m.as_tensor(),
+                    v.as_tensor(),
+                    g
+                ]));
+                a.step_with(&grads, true).expect("a");
                 b.step_with(&loss(&wb).backward().expect("grads"), false)
                     .expect("b");
             }
