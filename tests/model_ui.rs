@@ -102,33 +102,32 @@ fn start_sends_the_training_command_and_step_events_update_the_plot() {
 /// chosen group's defect images (here every group's) as context.
 #[test]
 fn inpainting_start_can_ask_for_the_defect_images_as_context() {
+    type H = Harness<'static, PaneState<TrainingPane>>;
     let dir = tempfile::tempdir().expect("tempdir");
     let project = demo_project(dir.path());
     let (mut h, rx) = harness(TrainingPane::new(), project.clone(), TrainingPane::ui);
-    h.run();
-    h.get_by_label("network").click();
-    h.run();
-    h.get_by_label("inpainting (twins)").click();
-    h.run();
-    let start = |h: &mut Harness<'static, PaneState<TrainingPane>>| {
-        h.get_by_label("Start").click();
+    let click = |h: &mut H, label: &str| {
+        h.get_by_label(label).click();
         h.run();
+    };
+    // A fresh pane, the inpainting network, the given boxes ticked, Start: the request sent.
+    let start = |h: &mut H, ticks: &[&str]| {
+        h.state_mut().pane = TrainingPane::new();
+        h.run();
+        click(h, "network");
+        click(h, "inpainting (twins)");
+        for t in ticks {
+            click(h, t);
+        }
+        click(h, "Start");
         match rx.try_recv().expect("a command") {
             Command::StartInpaintTraining(req) => req,
             other => panic!("unexpected {other:?}"),
         }
     };
-    let plain = start(&mut h);
+    let plain = start(&mut h, &[]);
     assert_eq!(plain.context, None, "off by default");
-    h.state_mut().pane = TrainingPane::new();
-    h.run();
-    h.get_by_label("network").click();
-    h.run();
-    h.get_by_label("inpainting (twins)").click();
-    h.run();
-    h.get_by_label("learn from defect images too").click();
-    h.run();
-    let req = start(&mut h);
+    let req = start(&mut h, &["learn from defect images too"]);
     assert_eq!(req.groups, Vec::<String>::new(), "all groups");
     assert_eq!(req.context, Some(Vec::new()), "every group's defect images");
 }

@@ -19,7 +19,7 @@ use super::config::InpaintConfig;
 use crate::dtgan::data::image_tensor;
 use crate::imaging::io::load_rgb8;
 use crate::imaging::rect::Rect;
-use crate::project::{Project, Role};
+use crate::project::{ImageEntry, Project, Role};
 
 /// Pixels by which a defect's box is grown before a context crop must miss it.
 pub const CONTEXT_MARGIN: u32 = 8;
@@ -79,29 +79,45 @@ fn which(groups: &[String]) -> String {
     }
 }
 
-/// The defect-free images of `groups` (every group when empty), sorted by id.
-pub fn collect_images(
+/// The real images of `project` in `groups` (every group when empty) that `keep` accepts,
+/// sorted by id, each with the rectangles `avoid` gives.
+fn sources(
     project: &Project,
     groups: &[String],
-) -> Result<Vec<Source>, InpaintDataError> {
+    keep: impl Fn(&ImageEntry) -> bool,
+    avoid: impl Fn(&ImageEntry) -> Vec<Rect>,
+) -> Vec<Source> {
     let mut out: Vec<Source> = project
         .manifest
         .images
         .iter()
         .filter(|e| {
-            let clean = e.role == Role::Good || (e.role == Role::Template && e.is_real_template());
-            clean && e.synthetic.is_none() && (groups.is_empty() || groups.contains(&e.group))
+            e.synthetic.is_none() && (groups.is_empty() || groups.contains(&e.group)) && keep(e)
         })
         .map(|e| Source {
             id: e.id.clone(),
             path: project.abs(&e.path),
-            avoid: Vec::new(),
+            avoid: avoid(e),
         })
         .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// The defect-free images of `groups` (every group when empty), sorted by id.
+pub fn collect_images(
+    project: &Project,
+    groups: &[String],
+) -> Result<Vec<Source>, InpaintDataError> {
+    let out = sources(
+        project,
+        groups,
+        |e| e.role == Role::Good || (e.role == Role::Template && e.is_real_template()),
+        |_| Vec::new(),
+    );
     if out.is_empty() {
         return Err(InpaintDataError::NoImages(which(groups)));
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
 
@@ -112,30 +128,20 @@ pub fn collect_context(
     project: &Project,
     groups: &[String],
 ) -> Result<Vec<Source>, InpaintDataError> {
-    let mut out: Vec<Source> = project
-        .manifest
-        .images
-        .iter()
-        .filter(|e| {
-            e.role == Role::Defect
-                && e.synthetic.is_none()
-                && !e.regions.is_empty()
-                && (groups.is_empty() || groups.contains(&e.group))
-        })
-        .map(|e| Source {
-            id: e.id.clone(),
-            path: project.abs(&e.path),
-            avoid: e
-                .regions
+    let out = sources(
+        project,
+        groups,
+        |e| e.role == Role::Defect && !e.regions.is_empty(),
+        |e| {
+            e.regions
                 .iter()
                 .map(|r| r.bbox.grown_clipped(CONTEXT_MARGIN, u32::MAX, u32::MAX))
-                .collect(),
-        })
-        .collect();
+                .collect()
+        },
+    );
     if out.is_empty() {
         return Err(InpaintDataError::NoContext(which(groups)));
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
 
