@@ -42,6 +42,11 @@ pub enum InpaintDataError {
     /// No defect image with boxes in the chosen context groups.
     #[error("no real defect images with defect boxes in {0}")]
     NoContext(String),
+    /// Repeated draws from these many images found no crop that misses their defects.
+    #[error(
+        "no training crop missing the defects was found in {0} images (were they changed on disk?)"
+    )]
+    NoRoom(usize),
     /// An image is too small for the training crops.
     #[error("{}: {w}x{h} pixels is less than half the {side} px training crops", path.display())]
     TooSmall {
@@ -254,9 +259,7 @@ impl ImageSampler {
                 return Ok(e);
             }
         }
-        Err(InpaintDataError::NoContext(
-            "the sources: no crop misses their defects".into(),
-        ))
+        Err(InpaintDataError::NoRoom(self.images.len()))
     }
 
     fn sample_from(
