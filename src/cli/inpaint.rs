@@ -10,8 +10,9 @@ use crate::dtgan::Preset;
 use crate::dtgan::run::{StopReason, TrainControl, TrainEvent};
 use crate::inpaint::apply::{ApplyRequest, apply_project};
 use crate::inpaint::config::InpaintConfig;
+use crate::inpaint::data::CONTEXT_MARGIN;
 use crate::inpaint::eval::{EvalRequest, evaluate};
-use crate::inpaint::train::{InpaintTrainRequest, train_inpaint};
+use crate::inpaint::train::{InpaintTrainRequest, describe_context, train_inpaint};
 use crate::nn::device::DeviceChoice;
 
 /// `inpaint` subcommands.
@@ -165,12 +166,9 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
             bar.set_position(step);
             let what = match &context {
                 None => "defect-free images".to_string(),
-                Some(g) if g.is_empty() => {
-                    "images (defect-free ones, and every group's defect images away from their defects)".to_string()
-                }
                 Some(g) => format!(
                     "images (defect-free ones, and the defect images of {} away from their defects)",
-                    g.join(", ")
+                    describe_context(Some(g))
                 ),
             };
             bar.println(format!(
@@ -386,12 +384,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     match &r.context {
         Some(g) if g.is_empty() || g.iter().any(|g| r.groups.contains(g)) => println!(
             "note: the run also learned from the defect images of {}, away from their defects \
-             (crops never touch a box grown by 8 px): the templates and the boxes' pixels stay unseen",
-            if g.is_empty() {
-                "every group".to_string()
-            } else {
-                g.join(", ")
-            }
+             (crops never touch a box grown by {CONTEXT_MARGIN} px): the templates and the boxes' \
+             pixels stay unseen",
+            describe_context(Some(g))
         ),
         _ => {}
     }

@@ -85,13 +85,15 @@ fn which(groups: &[String]) -> String {
 }
 
 /// The real images of `project` in `groups` (every group when empty) that `keep` accepts,
-/// sorted by id, each with the rectangles `avoid` gives.
+/// sorted by id, each with the rectangles `avoid` gives; none is the error `empty` makes of
+/// the groups' description.
 fn sources(
     project: &Project,
     groups: &[String],
     keep: impl Fn(&ImageEntry) -> bool,
     avoid: impl Fn(&ImageEntry) -> Vec<Rect>,
-) -> Vec<Source> {
+    empty: fn(String) -> InpaintDataError,
+) -> Result<Vec<Source>, InpaintDataError> {
     let mut out: Vec<Source> = project
         .manifest
         .images
@@ -105,8 +107,11 @@ fn sources(
             avoid: avoid(e),
         })
         .collect();
+    if out.is_empty() {
+        return Err(empty(which(groups)));
+    }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
+    Ok(out)
 }
 
 /// The defect-free images of `groups` (every group when empty), sorted by id.
@@ -114,16 +119,13 @@ pub fn collect_images(
     project: &Project,
     groups: &[String],
 ) -> Result<Vec<Source>, InpaintDataError> {
-    let out = sources(
+    sources(
         project,
         groups,
         |e| e.role == Role::Good || (e.role == Role::Template && e.is_real_template()),
         |_| Vec::new(),
-    );
-    if out.is_empty() {
-        return Err(InpaintDataError::NoImages(which(groups)));
-    }
-    Ok(out)
+        InpaintDataError::NoImages,
+    )
 }
 
 /// The real defect images of `groups` (every group when empty) that have defect boxes, sorted
@@ -133,7 +135,7 @@ pub fn collect_context(
     project: &Project,
     groups: &[String],
 ) -> Result<Vec<Source>, InpaintDataError> {
-    let out = sources(
+    sources(
         project,
         groups,
         |e| e.role == Role::Defect && !e.regions.is_empty(),
@@ -143,11 +145,14 @@ pub fn collect_context(
                 .map(|r| r.bbox.grown_clipped(CONTEXT_MARGIN, u32::MAX, u32::MAX))
                 .collect()
         },
-    );
-    if out.is_empty() {
-        return Err(InpaintDataError::NoContext(which(groups)));
-    }
-    Ok(out)
+        InpaintDataError::NoContext,
+    )
+}
+
+/// Whether the `side` px square at (`x`, `y`) misses every rectangle of `avoid`.
+fn misses(avoid: &[Rect], x: u32, y: u32, side: u32) -> bool {
+    let r = Rect::new(x, y, side, side);
+    !avoid.iter().any(|a| a.overlaps(&r))
 }
 
 /// The top-left corners, on a grid of [`GRID_STEP`] (plus the last row and column), of the
@@ -167,8 +172,7 @@ pub fn free_corners(w: u32, h: u32, side: u32, avoid: &[Rect]) -> Vec<(u32, u32)
     let mut out = Vec::new();
     for &y in &ys {
         for &x in &xs {
-            let r = Rect::new(x, y, side, side);
-            if !avoid.iter().any(|a| a.overlaps(&r)) {
+            if misses(avoid, x, y, side) {
                 out.push((x, y));
             }
         }
@@ -287,10 +291,6 @@ impl ImageSampler {
             });
         }
         let avoid = &self.images[i].avoid;
-        let misses = |x: u32, y: u32| {
-            let r = Rect::new(x, y, side, side);
-            !avoid.iter().any(|a| a.overlaps(&r))
-        };
         // A defect-free image takes the first draw, as before context images existed.
         let found = (0..RANDOM_TRIES)
             .map(|_| {
@@ -299,7 +299,7 @@ impl ImageSampler {
                     rng.random_range(0..=h - side),
                 )
             })
-            .find(|&(x, y)| misses(x, y));
+            .find(|&(x, y)| misses(avoid, x, y, side));
         let (x, y) = match found {
             Some(corner) => corner,
             None => {

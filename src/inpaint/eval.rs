@@ -66,13 +66,9 @@ struct Tally {
 impl Tally {
     fn add(&mut self, got: &GrayImage, truth: &GrayImage, hole: &GrayImage) {
         for ((g, t), h) in got.pixels().zip(truth.pixels()).zip(hole.pixels()) {
-            if h[0] == 0 {
-                continue;
+            if h[0] != 0 {
+                self.count(g[0], t[0]);
             }
-            self.n += 1;
-            self.wrong += u64::from((g[0] >= 128) != (t[0] >= 128));
-            let d = f64::from(g[0]) - f64::from(t[0]);
-            self.sq += d * d;
         }
     }
 
@@ -80,13 +76,17 @@ impl Tally {
     fn add_rect(&mut self, got: &GrayImage, truth: &GrayImage, r: Rect) {
         for y in r.y..r.bottom() {
             for x in r.x..r.right() {
-                let (g, t) = (got.get_pixel(x, y)[0], truth.get_pixel(x, y)[0]);
-                self.n += 1;
-                self.wrong += u64::from((g >= 128) != (t >= 128));
-                let d = f64::from(g) - f64::from(t);
-                self.sq += d * d;
+                self.count(got.get_pixel(x, y)[0], truth.get_pixel(x, y)[0]);
             }
         }
+    }
+
+    /// One hole pixel: filled `got`, true `truth`.
+    fn count(&mut self, got: u8, truth: u8) {
+        self.n += 1;
+        self.wrong += u64::from((got >= 128) != (truth >= 128));
+        let d = f64::from(got) - f64::from(truth);
+        self.sq += d * d;
     }
 
     fn score(&self) -> Score {

@@ -94,7 +94,6 @@ pub struct InpaintTrainer {
     /// Where the run stands.
     pub state: TrainState,
     sampler: ImageSampler,
-    context_images: usize,
     val: Vec<Example>,
     run: RunDir,
 }
@@ -184,15 +183,13 @@ impl InpaintTrainer {
         let (mut train_imgs, val_imgs) = hold_out(images, config.val_images);
         // Context images only train: the validation crops stay defect-free images, so the
         // validation curve means the same with or without them.
-        let mut context_images = 0;
         if let Some(cg) = &context {
             let mut more =
                 collect_context(&project, cg).map_err(|e| TrainError::Config(e.to_string()))?;
             check_sizes(&more, config.model.image_size)
                 .map_err(|e| TrainError::Config(e.to_string()))?;
             let s = config.model.image_size as f32;
-            let largest =
-                (s * config.crop_side_scale.1.max(config.crop_side_scale.0)).round() as u32;
+            let largest = (s * config.crop_side_scale.1).round() as u32;
             keep_with_room(&mut more, largest).map_err(|e| TrainError::Config(e.to_string()))?;
             if more.is_empty() {
                 return Err(TrainError::Config(format!(
@@ -200,7 +197,6 @@ impl InpaintTrainer {
                     describe_context(Some(cg))
                 )));
             }
-            context_images = more.len();
             train_imgs.extend(more);
         }
         // Fixed validation crops and holes, drawn from their own stream.
@@ -262,7 +258,6 @@ impl InpaintTrainer {
             opt_d,
             state,
             sampler,
-            context_images,
             val,
             run,
         })
@@ -433,12 +428,16 @@ impl InpaintTrainer {
 
     /// Of the training images, the defect images learned from away from their defects.
     pub fn context_images(&self) -> usize {
-        self.context_images
+        self.sampler
+            .images()
+            .iter()
+            .filter(|s| !s.avoid.is_empty())
+            .count()
     }
 }
 
 /// "group(s) A, B", "every group", or "no group", for context groups.
-fn describe_context(context: Option<&[String]>) -> String {
+pub fn describe_context(context: Option<&[String]>) -> String {
     match context {
         None => "no group".into(),
         Some([]) => "every group".into(),
