@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use image::{GrayImage, Luma, RgbImage};
 use serde::Serialize;
 
-use super::apply::{InpaintError, Inpainter};
+use super::apply::{InpaintError, Inpainter, NATIVE_MAX};
 use crate::dtgan::run::{RunDir, RunInfo};
 use crate::imaging::io::load_rgb8;
 use crate::imaging::rect::Rect;
@@ -122,7 +122,7 @@ pub struct SizeRow {
     /// Largest long side in the range, px (inclusive; `None`: no upper end).
     pub to_px: Option<u32>,
     /// Whether these boxes are filled in a window scaled down to the network's input (longer
-    /// than half of it).
+    /// than [`NATIVE_MAX`] of it).
     pub scaled: bool,
     /// Boxes in the range.
     pub boxes: usize,
@@ -137,10 +137,11 @@ pub struct SizeRow {
 }
 
 /// Upper ends (inclusive) of the long-side ranges of [`EvalReport::by_size`], for a network of
-/// input side `s`: up to 3s/8, up to s/2 (the largest box filled at the image's own
-/// resolution), up to 3s/4, and the rest.
+/// input side `s`: up to 3s/8, up to s/2 (the largest box filled in a window of the training
+/// side), up to 3s/4 (the largest filled at the image's own resolution, [`NATIVE_MAX`]), and the
+/// rest (filled scaled down).
 fn size_edges(s: u32) -> [u32; 3] {
-    [3 * s / 8, s / 2, 3 * s / 4]
+    [3 * s / 8, s / 2, s * NATIVE_MAX.0 / NATIVE_MAX.1]
 }
 
 /// The index of the range of `long` among `edges` (upper ends, inclusive).
@@ -407,7 +408,7 @@ pub fn evaluate(
         .map(|(i, (n, real, own, copy))| SizeRow {
             from_px: if i == 0 { 0 } else { edges[i - 1] + 1 },
             to_px: edges.get(i).copied(),
-            scaled: i >= 2,
+            scaled: i >= 3,
             boxes: *n,
             pixel_share: real.n as f64 / all_px.max(1) as f64,
             hole_pixel_error: real.score().hole_pixel_error,
@@ -458,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn size_ranges_split_where_the_window_starts_to_be_scaled() {
+    fn size_ranges_split_where_the_window_grows_and_where_it_is_scaled() {
         let edges = size_edges(128);
         assert_eq!(edges, [48, 64, 96]);
         let ranges: Vec<usize> = [1, 48, 49, 64, 65, 96, 97, 640]

@@ -25,6 +25,37 @@ fn tiny(steps: u64, every: u64) -> InpaintConfig {
 }
 
 #[test]
+fn boxes_are_filled_natively_up_to_three_quarters_of_the_side_then_scaled() {
+    let s = 128;
+    let big = (640, 640);
+    // (box, image, window side, network input side)
+    let cases = [
+        // Up to half the side: a window of the training side.
+        (Rect::new(300, 300, 64, 40), big, 128, 128),
+        (Rect::new(0, 0, 5, 5), big, 128, 128),
+        // Up to three quarters: twice the long side, rounded up to 32, at native resolution.
+        (Rect::new(300, 300, 70, 96), big, 192, 192),
+        (Rect::new(600, 620, 65, 20), big, 160, 160),
+        // Beyond: twice the long side, scaled to the training side.
+        (Rect::new(300, 300, 97, 30), big, 194, 128),
+        // An image too small for the native window: as large as it can be, scaled.
+        (Rect::new(10, 10, 90, 90), (170, 300), 170, 128),
+    ];
+    for (b, (w, h), side, input) in cases {
+        let (win, got) = window_for(b, (w, h), s);
+        assert_eq!((win.w, win.h, got), (side, side, input), "box {b:?}");
+        assert!(
+            win.right() <= w && win.bottom() <= h,
+            "{win:?} leaves the image"
+        );
+        let holds = |r: Rect| {
+            r.x >= win.x && r.y >= win.y && r.right() <= win.right() && r.bottom() <= win.bottom()
+        };
+        assert!(holds(b.clipped(w, h)), "{win:?} misses part of {b:?}");
+    }
+}
+
+#[test]
 fn seam_score_sees_a_step_at_the_border() {
     // A smooth ramp: the border is like everywhere else.
     let ramp = RgbImage::from_fn(40, 40, |x, y| {
@@ -130,6 +161,12 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             hole.put_pixel(x, y, Luma([255]));
         }
     }
+    // 20 px: longer than half the tiny network's 32 px side, filled natively in a 64 px window.
+    for y in 42..62 {
+        for x in 4..22 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
     let filled = model.fill(&img, &hole).expect("fill");
     let mut changed_inside = 0;
     for (x, y, p) in filled.enumerate_pixels() {
@@ -144,6 +181,12 @@ fn overfits_one_image_and_makes_reviewable_twins() {
         }
     }
     assert!(changed_inside > 0);
+    // The box filled natively in the larger window is filled (the net's output, not the input).
+    let native = (42..62)
+        .flat_map(|y| (4..22).map(move |x| (x, y)))
+        .filter(|&(x, y)| filled.get_pixel(x, y) != img.get_pixel(x, y))
+        .count();
+    assert!(native > 20 * 18 / 2, "{native} of 360 pixels filled");
     // A box longer than the short side of a non-square image is filled in pieces.
     let strip = image::imageops::crop_imm(&img, 0, 20, 64, 24).to_image();
     let mut long = GrayImage::new(64, 24);
