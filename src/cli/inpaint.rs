@@ -80,6 +80,10 @@ pub struct InpaintTrainArgs {
     /// Smallest and largest hole side as fractions of the crop, e.g. `0.15,0.4`.
     #[arg(long, value_delimiter = ',')]
     pub hole: Option<Vec<f32>>,
+    /// Draw this many random holes per training crop and keep the one over the most structure
+    /// (edges), as defects sit on structure; 1: uniform holes.
+    #[arg(long)]
+    pub hole_draws: Option<u32>,
     /// Generator learning rate.
     #[arg(long)]
     pub lr_g: Option<f64>,
@@ -113,6 +117,7 @@ impl InpaintTrainArgs {
         {
             c.hole_fraction = (lo, hi);
         }
+        c.hole_draws = self.hole_draws.unwrap_or(c.hole_draws);
         c.lr_g = self.lr_g.unwrap_or(c.lr_g);
         c.lr_d = self.lr_d.unwrap_or(c.lr_d);
         c.loss.gan = self.gan_weight.unwrap_or(c.loss.gan);

@@ -330,10 +330,8 @@ impl ImageSampler {
                 crop = image::imageops::rotate90(&crop);
             }
         }
-        Ok(Some(Example {
-            image: crop,
-            hole: random_hole(cfg, rng),
-        }))
+        let hole = pick_hole(cfg, &crop, rng);
+        Ok(Some(Example { image: crop, hole }))
     }
 }
 
@@ -367,6 +365,48 @@ pub fn random_hole(cfg: &InpaintConfig, rng: &mut impl Rng) -> Hole {
     let y = rng.random_range(0..=s - side);
     let x = rng.random_range(0..=s - side);
     (y, x, side, side)
+}
+
+/// A hole for `crop`: the one of `cfg.hole_draws` random holes ([`random_hole`]) that covers the
+/// most structure ([`structure`]), the first on ties. With one draw, simply a random hole.
+pub fn pick_hole(cfg: &InpaintConfig, crop: &RgbImage, rng: &mut impl Rng) -> Hole {
+    let first = random_hole(cfg, rng);
+    if cfg.hole_draws <= 1 {
+        return first;
+    }
+    let mut best = (structure(crop, first), first);
+    for _ in 1..cfg.hole_draws {
+        let h = random_hole(cfg, rng);
+        let score = structure(crop, h);
+        if score > best.0 {
+            best = (score, h);
+        }
+    }
+    best.1
+}
+
+/// How much structure `hole` covers in `image`: the sum of the absolute brightness steps between
+/// horizontally and vertically neighbouring pixels inside it (0 on a flat patch; edges count).
+pub fn structure(image: &RgbImage, (y, x, h, w): Hole) -> u64 {
+    let luma = |xx: u32, yy: u32| {
+        let p = image.get_pixel(xx, yy);
+        u64::from(p[0]) + u64::from(p[1]) + u64::from(p[2])
+    };
+    let (x0, y0) = (x as u32, y as u32);
+    let (x1, y1) = (x0 + w as u32, y0 + h as u32);
+    let mut sum = 0;
+    for yy in y0..y1 {
+        for xx in x0..x1 {
+            let v = luma(xx, yy);
+            if xx + 1 < x1 {
+                sum += v.abs_diff(luma(xx + 1, yy));
+            }
+            if yy + 1 < y1 {
+                sum += v.abs_diff(luma(xx, yy + 1));
+            }
+        }
+    }
+    sum
 }
 
 /// Weights of the spatially discounted L1 for a hole of `h x w` pixels: `gamma` to the power of
@@ -433,6 +473,55 @@ pub fn batch(examples: &[Example], gamma: f64, device: &Device) -> candle_core::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtgan::Preset;
+
+    #[test]
+    fn structure_counts_the_steps_inside_the_hole() {
+        // Dark left of column 10, bright from it on.
+        let img = RgbImage::from_fn(32, 32, |x, _| {
+            image::Rgb(if x < 10 { [0, 0, 0] } else { [200, 100, 50] })
+        });
+        // Flat on either side.
+        assert_eq!(structure(&img, (0, 0, 20, 10)), 0);
+        assert_eq!(structure(&img, (4, 10, 20, 22)), 0);
+        // Across the edge: one step of 350 per row.
+        assert_eq!(structure(&img, (3, 5, 7, 8)), 7 * 350);
+    }
+
+    #[test]
+    fn picked_holes_are_the_most_structured_of_their_draws() {
+        // Structure only in a 20 px square in one corner of a 32 px crop.
+        let img = RgbImage::from_fn(32, 32, |x, y| {
+            let v = if x < 20 && y < 20 && (x + y) % 3 == 0 {
+                255
+            } else {
+                0
+            };
+            image::Rgb([v, v, v])
+        });
+        let mut cfg = InpaintConfig::preset(Preset::Tiny);
+        let seeded = |k| <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(k);
+        // One draw: the random hole itself, from the same stream.
+        for k in 0..20 {
+            assert_eq!(
+                pick_hole(&cfg, &img, &mut seeded(k)),
+                random_hole(&cfg, &mut seeded(k))
+            );
+        }
+        cfg.hole_draws = 6;
+        let (mut picked, mut uniform) = (0, 0);
+        for k in 0..200 {
+            let mut rng = seeded(k);
+            let draws: Vec<Hole> = (0..6).map(|_| random_hole(&cfg, &mut rng)).collect();
+            let best = draws.iter().map(|&h| structure(&img, h)).max().unwrap_or(0);
+            let hole = pick_hole(&cfg, &img, &mut seeded(k));
+            assert!(draws.contains(&hole));
+            assert_eq!(structure(&img, hole), best);
+            picked += structure(&img, hole);
+            uniform += structure(&img, draws[0]);
+        }
+        assert!(picked > uniform * 3 / 2, "{picked} vs {uniform}");
+    }
 
     #[test]
     fn free_corners_are_the_grid_squares_that_miss_every_rect() {
