@@ -31,7 +31,10 @@ fn main() -> ExitCode {
                 ))
             }
         }
-        Some(command) => run(command),
+        Some(command) => {
+            quit_quietly_on_closed_pipe();
+            run(command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +42,18 @@ fn main() -> ExitCode {
             eprintln!("error: {}", dtgan_studio::describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A headless command whose output is piped into a reader that stops early (`| head`) ends
+/// quietly, as Unix tools do, instead of panicking in `println!` (Rust ignores SIGPIPE).
+#[allow(unsafe_code)]
+fn quit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` only restores the default disposition of SIGPIPE for the process (the
+    // kernel ends it on a write to a closed pipe); no handler, so no Rust code runs in one.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
