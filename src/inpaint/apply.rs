@@ -5,8 +5,8 @@
 //! image's own resolution: the training crop side for a box up to half of it, a larger window
 //! (twice the box, a multiple of 32) for a box up to three quarters of it, and only beyond that a
 //! window scaled down to the training side (see [`window_for`]). Every hole pixel not filled yet
-//! is masked in that window, so no defect is ever used as context. Only the hole's pixels change: outside the box mask the
-//! twin is the input, byte for byte.
+//! is masked in that window, so no defect is ever used as context. Only the hole's pixels
+//! change: outside the box mask the twin is the input, byte for byte.
 
 use std::path::{Path, PathBuf};
 
@@ -137,7 +137,8 @@ impl Inpainter {
         self
     }
 
-    /// The refined output for one window `(1, 3, s, s)` and its hole `(1, 1, s, s)`.
+    /// The refined output for one window `(1, 3, n, n)` and its hole `(1, 1, n, n)`, `n` the
+    /// network's input side for it ([`window_for`]).
     fn refine(&self, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
         if !self.ensemble {
             return Ok(self.net.forward(x, m, false)?.refined);
@@ -175,29 +176,29 @@ impl Inpainter {
             .flat_map(|c| split_rect(c.bbox, piece))
             .collect();
         for b in parts {
-            let (win, side) = window_for(b, image.dimensions(), s);
+            let (win, input) = window_for(b, image.dimensions(), s);
             let crop = image::imageops::crop_imm(&out, win.x, win.y, win.w, win.h).to_image();
             let crop_mask =
                 image::imageops::crop_imm(&remaining, win.x, win.y, win.w, win.h).to_image();
-            let (x_img, x_mask) = if win.w == side {
+            let (x_img, x_mask) = if win.w == input {
                 (crop.clone(), crop_mask.clone())
             } else {
                 (
                     image::imageops::resize(
                         &crop,
-                        side,
-                        side,
+                        input,
+                        input,
                         image::imageops::FilterType::Triangle,
                     ),
                     // Any hole pixel under a scaled pixel makes it a hole pixel.
-                    grow_resize(&crop_mask, side),
+                    grow_resize(&crop_mask, input),
                 )
             };
             let x = image_tensor(&x_img, &self.device)?.contiguous()?;
             let m = mask_tensor(&x_mask, &self.device)?;
             let y = self.refine(&x, &m)?;
             let mut filled = tensor_image(&y, 0)?;
-            if win.w != side {
+            if win.w != input {
                 filled = image::imageops::resize(
                     &filled,
                     win.w,
@@ -221,9 +222,10 @@ impl Inpainter {
 
 /// The longest box side, as a fraction of the training side, that is still filled at the image's
 /// own resolution (in a window larger than the training crop). Measured on DeepPCB (step 7,624
-/// of the CPU run): boxes of 65-96 px for a 128 px network fill better natively in a 160-192 px
-/// window (5.18 % hole pixel error against 5.57 % scaled down); beyond, scaled down is better
-/// (6.05 % against 8.44 %): holes that much larger than any seen in training defeat the network.
+/// of the CPU run, 128 px network): boxes of 65-96 px fill better natively in a 160-192 px
+/// window (5.2 % hole pixel error against 5.57 % scaled down); longer ones fill better scaled
+/// down (6.05 % against 8.44 % natively): holes that much larger than any seen in training
+/// defeat the network.
 pub const NATIVE_MAX: (u32, u32) = (3, 4);
 
 /// The window (square, inside the image when it fits) in which `bbox` is filled, in an image of
@@ -232,9 +234,12 @@ pub const NATIVE_MAX: (u32, u32) = (3, 4);
 ///
 /// - A box up to `s / 2` long: a window of side `s`, as in training.
 /// - Up to `NATIVE_MAX` of `s`: a window of twice the box's long side rounded up to a multiple of
-///   32 (the network's downsamplings need one), at native resolution, when the image holds it.
-/// - Longer (or when the image is too small): a window of twice the box's long side, scaled to
-///   `s`, so that the hole fills half the network's input as in training.
+///   32 (like every training side), at native resolution, when the image holds it.
+/// - Longer: a window of twice the box's long side, scaled down to `s`, so that the hole fills
+///   half the network's input as in training.
+/// - An image whose short side is below the window's: the window is that short side, scaled to
+///   `s` (up, when the image is smaller than `s`). [`Inpainter::fill`] cuts boxes longer than
+///   half the short side into pieces first, so the window still holds the box.
 pub fn window_for(bbox: Rect, (w, h): (u32, u32), s: u32) -> (Rect, u32) {
     let longest = bbox.w.max(bbox.h);
     let short = w.min(h);

@@ -265,5 +265,29 @@ mod tests {
         cfg = InpaintConfig::preset(Preset::Tiny);
         cfg.model.image_size = 48;
         assert!(cfg.validate().is_err());
+        cfg = InpaintConfig::preset(Preset::Tiny);
+        cfg.hole_draws = 0;
+        assert!(cfg.validate().expect_err("no draw").contains("hole_draws"));
+    }
+
+    #[test]
+    fn configurations_written_before_hole_draws_read_as_one_draw() {
+        let cfg = InpaintConfig {
+            hole_draws: 5,
+            ..InpaintConfig::preset(Preset::Cpu)
+        };
+        let mut json = serde_json::to_value(&cfg).expect("to json");
+        let round: InpaintConfig = serde_json::from_value(json.clone()).expect("from json");
+        assert_eq!(round, cfg);
+        json.as_object_mut().expect("object").remove("hole_draws");
+        let old: InpaintConfig = serde_json::from_value(json).expect("old json");
+        assert_eq!(old.hole_draws, 1);
+        assert_eq!(
+            old,
+            InpaintConfig {
+                hole_draws: 1,
+                ..cfg
+            }
+        );
     }
 }

@@ -352,7 +352,8 @@ pub fn check_sizes(images: &[Source], side: usize) -> Result<(), InpaintDataErro
     Ok(())
 }
 
-/// A random square hole inside a crop of `image_size` pixels.
+/// A random square hole inside a crop of `image_size` pixels: a side in `hole_fraction`, then a
+/// place.
 pub fn random_hole(cfg: &InpaintConfig, rng: &mut impl Rng) -> Hole {
     let s = cfg.model.image_size;
     let (lo, hi) = cfg.hole_fraction;
@@ -362,13 +363,20 @@ pub fn random_hole(cfg: &InpaintConfig, rng: &mut impl Rng) -> Hole {
         lo
     };
     let side = ((s as f32 * frac).round() as usize).clamp(1, s / 2);
+    place_hole(s, side, rng)
+}
+
+/// A square hole of `side` pixels at a random place inside a crop of `s` pixels.
+fn place_hole(s: usize, side: usize, rng: &mut impl Rng) -> Hole {
     let y = rng.random_range(0..=s - side);
     let x = rng.random_range(0..=s - side);
     (y, x, side, side)
 }
 
-/// A hole for `crop`: the one of `cfg.hole_draws` random holes ([`random_hole`]) that covers the
-/// most structure ([`structure`]), the first on ties. With one draw, simply a random hole.
+/// A hole for `crop`: a random hole ([`random_hole`]) and, with `cfg.hole_draws` above 1, the
+/// place among that many random places for a hole of its size that covers the most structure
+/// ([`structure`]), the first on ties. The size is drawn once, so the sizes stay distributed as
+/// with uniform holes; only the places move towards edges.
 pub fn pick_hole(cfg: &InpaintConfig, crop: &RgbImage, rng: &mut impl Rng) -> Hole {
     let first = random_hole(cfg, rng);
     if cfg.hole_draws <= 1 {
@@ -376,7 +384,7 @@ pub fn pick_hole(cfg: &InpaintConfig, crop: &RgbImage, rng: &mut impl Rng) -> Ho
     }
     let mut best = (structure(crop, first), first);
     for _ in 1..cfg.hole_draws {
-        let h = random_hole(cfg, rng);
+        let h = place_hole(cfg.model.image_size, first.2, rng);
         let score = structure(crop, h);
         if score > best.0 {
             best = (score, h);
@@ -474,6 +482,7 @@ pub fn batch(examples: &[Example], gamma: f64, device: &Device) -> candle_core::
 mod tests {
     use super::*;
     use crate::dtgan::Preset;
+    use rand::RngCore;
 
     #[test]
     fn structure_counts_the_steps_inside_the_hole() {
@@ -501,22 +510,28 @@ mod tests {
         });
         let mut cfg = InpaintConfig::preset(Preset::Tiny);
         let seeded = |k| <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(k);
-        // One draw: the random hole itself, from the same stream.
+        // One draw: the random hole itself, and the stream left where random_hole leaves it.
         for k in 0..20 {
-            assert_eq!(
-                pick_hole(&cfg, &img, &mut seeded(k)),
-                random_hole(&cfg, &mut seeded(k))
-            );
+            let (mut a, mut b) = (seeded(k), seeded(k));
+            assert_eq!(pick_hole(&cfg, &img, &mut a), random_hole(&cfg, &mut b));
+            assert_eq!(a.next_u64(), b.next_u64());
         }
         cfg.hole_draws = 6;
+        let s = cfg.model.image_size;
         let (mut picked, mut uniform) = (0, 0);
         for k in 0..200 {
+            // The draws pick_hole makes: one random hole, then five more places for its size.
             let mut rng = seeded(k);
-            let draws: Vec<Hole> = (0..6).map(|_| random_hole(&cfg, &mut rng)).collect();
+            let mut draws = vec![random_hole(&cfg, &mut rng)];
+            for _ in 1..6 {
+                draws.push(place_hole(s, draws[0].2, &mut rng));
+            }
             let best = draws.iter().map(|&h| structure(&img, h)).max().unwrap_or(0);
-            let hole = pick_hole(&cfg, &img, &mut seeded(k));
-            assert!(draws.contains(&hole));
-            assert_eq!(structure(&img, hole), best);
+            let first_best = draws.iter().find(|&&h| structure(&img, h) == best).copied();
+            let mut own = seeded(k);
+            let hole = pick_hole(&cfg, &img, &mut own);
+            assert_eq!(Some(hole), first_best);
+            assert_eq!(own.next_u64(), rng.next_u64());
             picked += structure(&img, hole);
             uniform += structure(&img, draws[0]);
         }

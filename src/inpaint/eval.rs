@@ -122,7 +122,7 @@ pub struct SizeRow {
     /// Largest long side in the range, px (inclusive; `None`: no upper end).
     pub to_px: Option<u32>,
     /// Whether these boxes are filled in a window scaled down to the network's input (longer
-    /// than [`NATIVE_MAX`] of it).
+    /// than [`NATIVE_MAX`] of it; in a large enough image).
     pub scaled: bool,
     /// Boxes in the range.
     pub boxes: usize,
@@ -143,6 +143,9 @@ pub struct SizeRow {
 fn size_edges(s: u32) -> [u32; 3] {
     [3 * s / 8, s / 2, s * NATIVE_MAX.0 / NATIVE_MAX.1]
 }
+
+/// The first of the ranges of [`size_edges`] whose boxes are filled in a scaled window.
+const SCALED_FROM: usize = 3;
 
 /// The index of the range of `long` among `edges` (upper ends, inclusive).
 fn size_range(edges: &[u32], long: u32) -> usize {
@@ -408,7 +411,7 @@ pub fn evaluate(
         .map(|(i, (n, real, own, copy))| SizeRow {
             from_px: if i == 0 { 0 } else { edges[i - 1] + 1 },
             to_px: edges.get(i).copied(),
-            scaled: i >= 3,
+            scaled: i >= SCALED_FROM,
             boxes: *n,
             pixel_share: real.n as f64 / all_px.max(1) as f64,
             hole_pixel_error: real.score().hole_pixel_error,
@@ -444,6 +447,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inpaint::apply::window_for;
 
     #[test]
     fn tally_counts_binarised_errors_and_psnr_in_the_hole_only() {
@@ -467,6 +471,17 @@ mod tests {
             .map(|&l| size_range(&edges, l))
             .collect();
         assert_eq!(ranges, [0, 0, 1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn the_rows_marked_scaled_are_those_whose_windows_are_scaled() {
+        let s = 128;
+        let edges = size_edges(s);
+        for long in 1..=200 {
+            let (win, input) = window_for(Rect::new(200, 200, long, long / 2 + 1), (640, 640), s);
+            let row = size_range(&edges, long);
+            assert_eq!(input != win.w, row >= SCALED_FROM, "long side {long}");
+        }
     }
 
     #[test]

@@ -199,11 +199,16 @@ impl InpaintTrainer {
             }
             train_imgs.extend(more);
         }
-        // Fixed validation crops and holes, drawn from their own stream.
+        // Fixed validation crops and holes, drawn from their own stream. The holes are placed
+        // uniformly whatever `hole_draws` is, so that runs stay comparable.
         let mut val_sampler = ImageSampler::new(val_imgs);
         let mut vrng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, u64::MAX));
+        let val_config = InpaintConfig {
+            hole_draws: 1,
+            ..config.clone()
+        };
         let val = (0..config.val_images.max(1))
-            .map(|_| val_sampler.sample(&config, &mut vrng))
+            .map(|_| val_sampler.sample(&val_config, &mut vrng))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TrainError::Config(e.to_string()))?;
 

@@ -35,11 +35,13 @@ fn boxes_are_filled_natively_up_to_three_quarters_of_the_side_then_scaled() {
         (Rect::new(0, 0, 5, 5), big, 128, 128),
         // Up to three quarters: twice the long side, rounded up to 32, at native resolution.
         (Rect::new(300, 300, 70, 96), big, 192, 192),
-        (Rect::new(600, 620, 65, 20), big, 160, 160),
+        (Rect::new(575, 620, 65, 20), big, 160, 160),
         // Beyond: twice the long side, scaled to the training side.
         (Rect::new(300, 300, 97, 30), big, 194, 128),
         // An image too small for the native window: as large as it can be, scaled.
         (Rect::new(10, 10, 90, 90), (170, 300), 170, 128),
+        // An image smaller than the training side: all of its short side, scaled up.
+        (Rect::new(2, 2, 10, 10), (100, 90), 90, 128),
     ];
     for (b, (w, h), side, input) in cases {
         let (win, got) = window_for(b, (w, h), s);
