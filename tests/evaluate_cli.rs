@@ -208,7 +208,7 @@ fn transfer_learns_the_defect_in_the_source_groups_only() {
     assert!(report.contains("candidate places matched"), "{report}");
     assert!(
         report.contains(
-            "changed the pattern's connected parts otherwise than the real defect (checked)"
+            "changed the pattern's connected parts, or turned its pixels, otherwise than the real defect (checked)"
         ),
         "{report}"
     );

@@ -86,7 +86,9 @@ pub struct EvaluateArgs {
     pub candidates: Option<usize>,
     /// Where the pattern is two-level (printed circuits), skip a synthetic defect that changes
     /// the pattern's connected parts otherwise than the real defect it copies did (a short
-    /// that stops short of the second trace, an open that leaves a bridge) [default: true].
+    /// that stops short of the second trace, an open that leaves a bridge), or turns the pixels
+    /// under its mask the other way (a spur that bites instead of adding copper)
+    /// [default: true].
     #[arg(long)]
     pub same_effect: Option<bool>,
     /// Master seed.

@@ -83,9 +83,9 @@ pub struct EvalConfig {
     /// twins to match; the best-matching are painted (see [`CANDIDATES_PER_DEFECT`]).
     #[serde(default = "default_candidates")]
     pub candidates: usize,
-    /// Skip a synthetic defect that changes a two-level pattern's connected parts otherwise
-    /// than the real defect it copies did (see `Effect`; reports from before this field:
-    /// false).
+    /// Skip a synthetic defect that changes a two-level pattern's connected parts, or turns the
+    /// pixels under its mask, otherwise than the real defect it copies did (see `Effect`;
+    /// reports from before this field: false).
     #[serde(default)]
     pub same_effect: bool,
 }
@@ -676,13 +676,17 @@ impl Context {
 
 /// How a defect changed a two-level pattern (copper and substrate, say) around it: the change in
 /// the number of bright parts and of dark parts (8-connected, at least [`MIN_PART`] pixels,
-/// split at grey 128) in its mask's box plus [`CONTEXT_MARGIN`]. An open that cuts a trace adds
-/// a dark or a bright part (whichever the copper is), a short joins two, a spur or a bite
-/// changes neither.
+/// split at grey 128) in its mask's box plus [`CONTEXT_MARGIN`], and which way the pixels under
+/// its mask turned. An open that cuts a trace adds a dark or a bright part (whichever the copper
+/// is), a short joins two, a spur or a bite changes neither; a spur adds copper and a bite
+/// takes it away, so they turn pixels opposite ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Effect {
     bright: i64,
     dark: i64,
+    /// 1 when clearly more pixels under the mask turned bright than dark, -1 for the reverse,
+    /// 0 otherwise (the two counts within [`MIN_PART`] of each other).
+    turned: i8,
 }
 
 /// Parts smaller than this are not counted by [`Effect`]: specks of misalignment between a
@@ -721,9 +725,33 @@ fn effect(before: &GrayImage, after: &GrayImage, mask: &GrayImage) -> Option<Eff
         (count(img), count(&dark))
     };
     let ((b0, d0), (b1, d1)) = (parts(&before), parts(&after));
+    let (mut to_bright, mut to_dark) = (0i64, 0i64);
+    for ((&p, &q), &m) in before
+        .as_raw()
+        .iter()
+        .zip(after.as_raw())
+        .zip(crop(mask).as_raw())
+    {
+        if m >= 128 {
+            match (p >= 128, q >= 128) {
+                (false, true) => to_bright += 1,
+                (true, false) => to_dark += 1,
+                _ => {}
+            }
+        }
+    }
+    let margin = MIN_PART as i64;
+    let turned = if to_bright > to_dark + margin {
+        1
+    } else if to_dark > to_bright + margin {
+        -1
+    } else {
+        0
+    };
     Some(Effect {
         bright: b1 - b0,
         dark: d1 - d0,
+        turned,
     })
 }
 
@@ -1860,7 +1888,7 @@ mod tests {
     }
 
     #[test]
-    fn the_effect_tells_a_short_from_a_spur_and_an_open() {
+    fn the_effect_tells_a_short_from_a_spur_a_bite_and_an_open() {
         let (board, mask) = traces();
         let effect_of = |after: &GrayImage| effect(&board, after, &mask);
         // A bridge between the traces joins two dark parts and splits the white gap in two.
@@ -1869,27 +1897,46 @@ mod tests {
             effect_of(&short),
             Some(Effect {
                 bright: 1,
-                dark: -1
+                dark: -1,
+                turned: -1
             })
         );
-        // A stub that stops short of the second trace joins nothing: a spur.
+        // A stub that stops short of the second trace joins nothing: a spur. It adds dark.
         let spur = painted(&board, (14, 22), (18, 22), 0);
-        assert_eq!(effect_of(&spur), Some(Effect { bright: 0, dark: 0 }));
+        let neither = |turned| {
+            Some(Effect {
+                bright: 0,
+                dark: 0,
+                turned,
+            })
+        };
+        assert_eq!(effect_of(&spur), neither(-1));
+        // A bite out of the trace's edge cuts nothing either, but takes dark away.
+        let bite = painted(&board, (11, 14), (16, 24), 255);
+        assert_eq!(effect_of(&bite), neither(1));
         // A cut through a trace splits it and joins the white on both sides.
         let open = painted(&board, (8, 14), (18, 22), 255);
         assert_eq!(
             effect_of(&open),
             Some(Effect {
                 bright: -1,
-                dark: 1
+                dark: 1,
+                turned: 1
             })
         );
-        // A speck smaller than MIN_PART is not a part.
+        // A speck smaller than MIN_PART is not a part, nor a clear turn.
         let speck = painted(&board, (18, 20), (19, 21), 0);
-        assert_eq!(effect_of(&speck), Some(Effect { bright: 0, dark: 0 }));
+        assert_eq!(effect_of(&speck), neither(0));
         // A bigger island is.
         let island = painted(&board, (18, 22), (18, 22), 0);
-        assert_eq!(effect_of(&island), Some(Effect { bright: 0, dark: 1 }));
+        assert_eq!(
+            effect_of(&island),
+            Some(Effect {
+                bright: 0,
+                dark: 1,
+                turned: -1
+            })
+        );
         // Only a two-level pattern has parts to count; an empty mask has no frame.
         let grey = GrayImage::from_fn(40, 40, |x, y| Luma([100 + ((x * 7 + y * 3) % 50) as u8]));
         assert_eq!(effect(&grey, &grey, &mask), None);

@@ -187,7 +187,7 @@ pub fn markdown(r: &EvalResults) -> String {
     let _ = match y.worst_match {
         Some(worst) => writeln!(
             s,
-            "- Placement: {} candidate places matched against the real defects' surroundings; the best-matching were painted (largest mismatch used {:.3} of full scale); {} painted; skipped: {} fainter than half the real defect, {} that changed the pattern's connected parts otherwise than the real defect ({}){}.",
+            "- Placement: {} candidate places matched against the real defects' surroundings; the best-matching were painted (largest mismatch used {:.3} of full scale); {} painted; skipped: {} fainter than half the real defect, {} that changed the pattern's connected parts, or turned its pixels, otherwise than the real defect ({}){}.",
             y.candidates,
             worst,
             y.painted,
