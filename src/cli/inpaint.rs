@@ -19,7 +19,7 @@ use crate::nn::device::DeviceChoice;
 #[derive(Debug, clap::Subcommand)]
 pub enum InpaintCommand {
     /// Train the inpainting GAN on the defect-free images of one or more groups.
-    Train(InpaintTrainArgs),
+    Train(Box<InpaintTrainArgs>),
     /// Fill every defect's box with a trained model: defect-free twins, pending review.
     Apply(ApplyArgs),
     /// Measure fill quality on DeepPCB-layout pairs (defect image, real template, boxes).
@@ -80,8 +80,8 @@ pub struct InpaintTrainArgs {
     /// Smallest and largest hole side as fractions of the crop, e.g. `0.15,0.4`.
     #[arg(long, value_delimiter = ',')]
     pub hole: Option<Vec<f32>>,
-    /// Draw this many random holes per training crop and keep the one over the most structure
-    /// (edges), as defects sit on structure; 1: uniform holes.
+    /// Try this many places for each training crop's hole (its size drawn once) and keep the one
+    /// over the most structure (edges), as defects sit on structure; 1: uniform holes.
     #[arg(long)]
     pub hole_draws: Option<u32>,
     /// Generator learning rate.

@@ -104,8 +104,9 @@ pub struct InpaintConfig {
     /// Side of the random square holes, as a fraction of `image_size` (min, max). The method
     /// works best below a third; at most a half (the local critic's window).
     pub hole_fraction: (f32, f32),
-    /// Random holes drawn per training crop; the one over the most structure (brightness steps
-    /// between neighbouring pixels) is kept. 1: uniformly placed holes (DeepFill v1). Defects
+    /// Places tried for each training crop's hole (its size is drawn once); the one over the
+    /// most structure (brightness steps between neighbouring pixels) is kept. 1: uniformly
+    /// placed holes (DeepFill v1). Validation holes are always uniform. Defects
     /// sit on structure (a trace's edge, a pad), so the holes the model is asked to fill are
     /// rarely flat, while uniform holes often are.
     #[serde(default = "one")]
