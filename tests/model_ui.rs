@@ -42,6 +42,7 @@ fn metrics(step: u64, l1: f64) -> StepMetrics {
         it_per_s: 2.0,
         elapsed_s: step as f64 / 2.0,
         val_l1_inside: None,
+        val_box_error: None,
     }
 }
 

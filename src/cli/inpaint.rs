@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::dtgan::Preset;
 use crate::dtgan::run::{StopReason, TrainControl, TrainEvent};
+use crate::dtgan::train::Validation;
 use crate::inpaint::apply::{ApplyRequest, apply_project};
 use crate::inpaint::config::InpaintConfig;
 use crate::inpaint::data::CONTEXT_MARGIN;
@@ -84,6 +85,10 @@ pub struct InpaintTrainArgs {
     /// over the most structure (edges), as defects sit on structure; 1: uniform holes.
     #[arg(long)]
     pub hole_draws: Option<u32>,
+    /// Score each checkpoint by filling the defect boxes of this many real templates (DeepPCB
+    /// pairs) and keep the best-scoring as `best`; 0: choose `best` by the validation L1.
+    #[arg(long)]
+    pub val_box_pairs: Option<usize>,
     /// Generator learning rate.
     #[arg(long)]
     pub lr_g: Option<f64>,
@@ -118,6 +123,7 @@ impl InpaintTrainArgs {
             c.hole_fraction = (lo, hi);
         }
         c.hole_draws = self.hole_draws.unwrap_or(c.hole_draws);
+        c.val_box_pairs = self.val_box_pairs.unwrap_or(c.val_box_pairs);
         c.lr_g = self.lr_g.unwrap_or(c.lr_g);
         c.lr_d = self.lr_d.unwrap_or(c.lr_d);
         c.loss.gan = self.gan_weight.unwrap_or(c.loss.gan);
@@ -187,7 +193,14 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
                 m.l1_inside, m.l1_outside, m.wasserstein, m.it_per_s
             ));
             if let Some(v) = m.val_l1_inside {
-                bar.println(format!("step {}: validation L1 in the holes {v:.4}", m.step));
+                let boxes = m
+                    .val_box_error
+                    .map(|e| format!(", box error {:.2} %", 100.0 * e))
+                    .unwrap_or_default();
+                bar.println(format!(
+                    "step {}: validation L1 in the holes {v:.4}{boxes}",
+                    m.step
+                ));
             }
         }
         TrainEvent::Checkpoint { step, .. } => bar.set_position(step),
@@ -205,8 +218,12 @@ pub fn run_train(args: &InpaintTrainArgs) -> anyhow::Result<()> {
         outcome.step,
         outcome.last.display()
     );
-    if let Some((v, s)) = outcome.best {
-        println!("best validation L1 in the holes: {v:.4} at step {s}");
+    match (outcome.best, outcome.best_metric.as_deref()) {
+        (Some((v, s)), Some(Validation::BOX_ERROR)) => {
+            println!("best validation box error: {:.2} % at step {s}", 100.0 * v)
+        }
+        (Some((v, s)), _) => println!("best validation L1 in the holes: {v:.4} at step {s}"),
+        (None, _) => {}
     }
     Ok(())
 }
@@ -217,6 +234,10 @@ pub struct ApplyArgs {
     /// The inpainting run folder (its best checkpoint) or a checkpoint file.
     #[arg(long)]
     pub run: PathBuf,
+    /// More run folders or checkpoints (comma-separated): each box is filled with the mean of
+    /// all their fills and `--run`'s (a checkpoint ensemble; the time grows with their number).
+    #[arg(long, value_delimiter = ',')]
+    pub also: Vec<PathBuf>,
     /// The project folder.
     #[arg(long)]
     pub project: PathBuf,
@@ -239,6 +260,7 @@ pub struct ApplyArgs {
 pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
     let req = ApplyRequest {
         run: args.run.clone(),
+        also: args.also.clone(),
         project: args.project.clone(),
         class: args.class.clone(),
         redo_accepted: args.redo_accepted,
@@ -273,11 +295,15 @@ pub struct EvalArgs {
     /// The inpainting run folder (its best checkpoint) or a checkpoint file.
     #[arg(long)]
     pub run: PathBuf,
+    /// More run folders or checkpoints (comma-separated): each box is filled with the mean of
+    /// all their fills and `--run`'s (a checkpoint ensemble; the time grows with their number).
+    #[arg(long, value_delimiter = ',')]
+    pub also: Vec<PathBuf>,
     /// A DeepPCB-layout folder: pairs/, boxes/ and index.csv.
     #[arg(long)]
     pub data: PathBuf,
     /// Pixels added around each box.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = crate::inpaint::eval::DEFAULT_MARGIN)]
     pub margin: u32,
     /// Board groups to evaluate, comma separated (default: those the run did not train on).
     #[arg(long, value_delimiter = ',')]
@@ -307,6 +333,7 @@ pub struct EvalArgs {
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let req = EvalRequest {
         run: args.run.clone(),
+        also: args.also.clone(),
         data: args.data.clone(),
         margin: args.margin,
         groups: args.group.clone(),
@@ -327,12 +354,16 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}",
+        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}{}",
         r.pairs,
         r.boxes,
         r.margin,
         r.groups.join(", "),
         r.checkpoint.display(),
+        match r.also.len() {
+            0 => String::new(),
+            n => format!(" and {n} more, their fills averaged (--also)"),
+        },
         if r.ensemble {
             "; fills: mean of the 8 flips and quarter turns (--ensemble)"
         } else {

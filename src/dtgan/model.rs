@@ -31,8 +31,16 @@ pub struct TrainState {
     pub format: u32,
     /// Generator steps done.
     pub step: u64,
-    /// Best validation L1 inside the mask so far, and the step it was reached at.
+    /// Best validation score so far (see [`Validation::score`]), and the step it was reached at.
+    ///
+    /// [`Validation::score`]: super::train::Validation::score
     pub best: Option<(f64, u64)>,
+    /// What `best` measures ([`Validation::metric`]); absent in runs saved before there was a
+    /// choice, whose `best` is the validation L1.
+    ///
+    /// [`Validation::metric`]: super::train::Validation::metric
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_metric: Option<String>,
     /// Wall-clock seconds spent training so far (across resumes).
     pub elapsed_s: f64,
 }

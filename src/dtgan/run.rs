@@ -136,6 +136,10 @@ pub struct StepMetrics {
     /// L1 inside the mask on the validation pairs, when measured at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_l1_inside: Option<f64>,
+    /// Inpainting runs with held-out real templates: the hole pixel error of real defect boxes
+    /// cut into them and filled (see `InpaintTrainer::validate`); only at checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_box_error: Option<f64>,
 }
 
 /// Reads `metrics.jsonl`; lines that do not parse (a line cut by a crash) are skipped.
@@ -313,8 +317,10 @@ pub struct TrainOutcome {
     pub reason: StopReason,
     /// The last checkpoint.
     pub last: PathBuf,
-    /// Best validation L1 inside and its step.
+    /// Best validation score and its step.
     pub best: Option<(f64, u64)>,
+    /// What the best score measures ([`Validation::metric`](super::train::Validation::metric)).
+    pub best_metric: Option<String>,
 }
 
 const RUN: u8 = 0;

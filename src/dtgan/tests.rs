@@ -388,3 +388,99 @@ fn bench_activations() {
         }
     }
 }
+
+/// A session whose validations are scripted and whose saves write the step into the file.
+struct Scripted {
+    state: super::model::TrainState,
+    run: super::run::RunDir,
+    validations: Vec<super::train::Validation>,
+}
+
+impl super::train::Session for Scripted {
+    fn state(&self) -> &super::model::TrainState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut super::model::TrainState {
+        &mut self.state
+    }
+    fn schedule(&self) -> super::train::Schedule {
+        super::train::Schedule {
+            steps: self.validations.len() as u64,
+            log_every: 1,
+            checkpoint_every: 1,
+            sample_every: 1000,
+        }
+    }
+    fn run_dir(&self) -> &super::run::RunDir {
+        &self.run
+    }
+    fn counts(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn step(&mut self) -> Result<super::train::StepLosses, TrainError> {
+        self.state.step += 1;
+        Ok(super::train::StepLosses::default())
+    }
+    fn validate(&self) -> Result<Option<super::train::Validation>, TrainError> {
+        Ok(self.validations.get(self.state.step as usize - 1).copied())
+    }
+    fn save(&self, path: &Path) -> Result<(), TrainError> {
+        std::fs::write(path, self.state.step.to_string()).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+    fn write_sample(&self) -> Result<Option<PathBuf>, TrainError> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn best_is_chosen_by_one_measure_and_a_new_measure_starts_it_afresh() {
+    use super::train::Validation;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let boxes = |l1: f64, e: f64| Validation {
+        l1_inside: l1,
+        box_error: Some(e),
+    };
+    let mut s = Scripted {
+        // A run saved before the box error existed: its best is an L1, with no measure named.
+        state: super::model::TrainState {
+            format: super::model::CHECKPOINT_FORMAT,
+            step: 0,
+            best: Some((0.02, 0)),
+            best_metric: None,
+            elapsed_s: 0.0,
+        },
+        run: super::run::RunDir::new(dir.path()),
+        validations: vec![
+            Validation::l1(0.03),
+            boxes(0.001, 0.06),
+            boxes(0.0005, 0.07),
+            boxes(0.002, 0.05),
+            boxes(0.0001, f64::NAN),
+        ],
+    };
+    let best_file = || std::fs::read_to_string(dir.path().join("best.safetensors")).ok();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        super::train::Session::step(&mut s).expect("step");
+        super::train::Session::checkpoint(&mut s).expect("checkpoint");
+        seen.push((s.state.best, s.state.best_metric.clone(), best_file()));
+    }
+    let bx = Some(Validation::BOX_ERROR.to_string());
+    assert_eq!(
+        seen,
+        [
+            // An L1 worse than the old L1 best: no new best.
+            (Some((0.02, 0)), None, None),
+            // The first box error replaces an L1 best, though larger.
+            (Some((0.06, 2)), bx.clone(), Some("2".into())),
+            // A worse box error does not, whatever its L1.
+            (Some((0.06, 2)), bx.clone(), Some("2".into())),
+            (Some((0.05, 4)), bx.clone(), Some("4".into())),
+            // Nor does a box error that is not a number.
+            (Some((0.05, 4)), bx, Some("4".into())),
+        ]
+    );
+}

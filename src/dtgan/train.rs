@@ -41,6 +41,9 @@ pub enum TrainError {
     /// The configuration is unusable.
     #[error("invalid training configuration: {0}")]
     Config(String),
+    /// Validating a checkpoint failed.
+    #[error("validation failed: {0}")]
+    Validation(String),
     /// The project could not be read.
     #[error(transparent)]
     Project(#[from] crate::project::ProjectError),
@@ -256,6 +259,7 @@ impl Trainer {
                 format: CHECKPOINT_FORMAT,
                 step: 0,
                 best: None,
+                best_metric: None,
                 elapsed_s: 0.0,
             },
             Some((path, contents)) => restore_checkpoint(
@@ -528,27 +532,76 @@ pub trait Session {
     fn counts(&self) -> (usize, usize);
     /// One generator step and the critic steps before it; advances `state().step`.
     fn step(&mut self) -> Result<StepLosses, TrainError>;
-    /// The validation loss (lower is better), when there is validation data.
-    fn validate(&self) -> Result<Option<f64>, TrainError>;
+    /// The validation measures, when there is validation data.
+    fn validate(&self) -> Result<Option<Validation>, TrainError>;
     /// Saves the whole run (weights, optimizers, state, configuration) as `path`.
     fn save(&self, path: &Path) -> Result<(), TrainError>;
     /// Writes the sample grid of the current step and returns its path.
     fn write_sample(&self) -> Result<Option<PathBuf>, TrainError>;
 
-    /// Measures validation, saves `best` if it improved, then `last`. Returns the validation
-    /// loss.
-    fn checkpoint(&mut self) -> Result<Option<f64>, TrainError> {
+    /// Measures validation, saves `best` if its score improved, then `last`. Returns the
+    /// measures.
+    ///
+    /// A best score of another measure (a run resumed after its validation changed, or saved
+    /// before the box error existed) does not count: the first checkpoint scored the new way
+    /// becomes `best`.
+    fn checkpoint(&mut self) -> Result<Option<Validation>, TrainError> {
         let val = self.validate()?;
-        if let Some(v) = val
-            && v.is_finite()
-            && self.state().best.is_none_or(|(b, _)| v < b)
-        {
-            let step = self.state().step;
-            self.state_mut().best = Some((v, step));
-            self.save(&self.run_dir().best())?;
+        if let Some(v) = val {
+            let score = v.score();
+            let state = self.state();
+            let same = state.best_metric.as_deref().unwrap_or(Validation::L1) == v.metric();
+            if score.is_finite() && (!same || state.best.is_none_or(|(b, _)| score < b)) {
+                let step = state.step;
+                let state = self.state_mut();
+                state.best = Some((score, step));
+                state.best_metric = Some(v.metric().to_string());
+                self.save(&self.run_dir().best())?;
+            }
         }
         self.save(&self.run_dir().last())?;
         Ok(val)
+    }
+}
+
+/// What a checkpoint's validation measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validation {
+    /// Mean L1 inside the masks (DTGAN) or holes (inpainting) of the validation examples.
+    pub l1_inside: f64,
+    /// Inpainting with held-out real templates: the hole pixel error of real defect boxes cut
+    /// into them and filled as `inpaint apply` fills them.
+    pub box_error: Option<f64>,
+}
+
+impl Validation {
+    /// [`Validation::metric`] of the L1.
+    pub const L1: &str = "l1_inside";
+    /// [`Validation::metric`] of the box error.
+    pub const BOX_ERROR: &str = "box_error";
+
+    /// Only the L1.
+    pub fn l1(l1_inside: f64) -> Self {
+        Self {
+            l1_inside,
+            box_error: None,
+        }
+    }
+
+    /// What `best` is chosen by (lower is better): the box error where there is one, because
+    /// it ranks checkpoints as the error on unseen real pairs does and the L1 on a few random
+    /// holes does not; else the L1.
+    pub fn score(&self) -> f64 {
+        self.box_error.unwrap_or(self.l1_inside)
+    }
+
+    /// The name of what [`Validation::score`] measures.
+    pub fn metric(&self) -> &'static str {
+        if self.box_error.is_some() {
+            Self::BOX_ERROR
+        } else {
+            Self::L1
+        }
     }
 }
 
@@ -576,8 +629,8 @@ impl Session for Trainer {
     fn step(&mut self) -> Result<StepLosses, TrainError> {
         Trainer::step(self)
     }
-    fn validate(&self) -> Result<Option<f64>, TrainError> {
-        Trainer::validate(self)
+    fn validate(&self) -> Result<Option<Validation>, TrainError> {
+        Ok(Trainer::validate(self)?.map(Validation::l1))
     }
     fn save(&self, path: &Path) -> Result<(), TrainError> {
         Trainer::save(self, path)
@@ -709,7 +762,8 @@ pub fn drive(
                 wasserstein: sums.wasserstein / n,
                 it_per_s: n / interval.elapsed().as_secs_f64().max(1e-9),
                 elapsed_s: t.state().elapsed_s,
-                val_l1_inside: val,
+                val_l1_inside: val.map(|v| v.l1_inside),
+                val_box_error: val.and_then(|v| v.box_error),
             };
             append_metrics(&t.run_dir().metrics(), &m)?;
             on_event(TrainEvent::Metrics(m));
@@ -736,5 +790,6 @@ pub fn drive(
         reason,
         last: t.run_dir().last(),
         best: t.state().best,
+        best_metric: t.state().best_metric.clone(),
     })
 }

@@ -59,6 +59,18 @@ pub enum InpaintError {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// Checkpoints to average were trained on crops of different sides.
+    #[error("{}: trained on {side} px crops, but {} on {first_side} px ones; a checkpoint ensemble needs one side", path.display(), first.display())]
+    SideMismatch {
+        /// The checkpoint that differs.
+        path: PathBuf,
+        /// Its crop side.
+        side: usize,
+        /// The first checkpoint.
+        first: PathBuf,
+        /// Its crop side.
+        first_side: usize,
+    },
     /// The twin's id is taken by an image that is not an inpainted twin.
     #[error("{}: image id `{id}` is taken by an image that is not an inpainted twin; rename it", manifest.display())]
     IdTaken {
@@ -83,33 +95,41 @@ pub enum InpaintError {
     },
 }
 
-/// A trained inpainting generator, ready to fill holes.
+/// A trained inpainting generator, ready to fill holes; or several, whose fills are averaged.
 pub struct Inpainter {
-    /// The run's configuration.
+    /// The (first) run's configuration.
     pub config: InpaintConfig,
-    /// The checkpoint file.
+    /// The (first) checkpoint file.
     pub checkpoint: PathBuf,
-    /// SHA-256 of the checkpoint file, hex.
+    /// SHA-256 of the checkpoint file, hex; with several checkpoints, the SHA-256 of their
+    /// SHA-256s (hex, one per line, in order).
     pub checkpoint_sha256: String,
     /// Fill each window as the mean of the network's fills of its eight flips and quarter turns
     /// (see [`Inpainter::with_ensemble`]).
     pub ensemble: bool,
-    net: InpaintNet,
+    nets: Vec<Loaded>,
     device: Device,
+}
+
+/// One checkpoint's generator, with the variables it reads.
+struct Loaded {
+    net: InpaintNet,
+    checkpoint: PathBuf,
+    sha256: String,
     _vars: VarMap,
     _buffers: VarMap,
 }
 
-impl Inpainter {
-    /// Loads the generator of a run folder (its best checkpoint, else the last) or a checkpoint.
-    pub fn load(path: &Path, device: DeviceChoice) -> Result<Self, InpaintError> {
+impl Loaded {
+    /// The generator of a run folder (its best checkpoint, else the last) or a checkpoint, and
+    /// its run's configuration.
+    fn load(path: &Path, device: &Device) -> Result<(InpaintConfig, Self), InpaintError> {
         let checkpoint = resolve_checkpoint(path)?;
-        let (checkpoint_sha256, (tensors, meta)) = read_checkpoint_hashed(&checkpoint)?;
+        let (sha256, (tensors, meta)) = read_checkpoint_hashed(&checkpoint)?;
         let config = inpaint_config(&checkpoint, &meta)?;
-        let device = select_device(device)?;
         let vars = VarMap::new();
         let buffers = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
         let net = InpaintGan::generator_only(&config.model, vb, &buffers)?;
         let bad = |msg: String| NnError::CheckpointFormat {
             path: checkpoint.clone(),
@@ -117,16 +137,66 @@ impl Inpainter {
         };
         restore_vars(&vars, "", &tensors).map_err(bad)?;
         restore_vars(&buffers, "sn.", &tensors).map_err(bad)?;
+        Ok((
+            config,
+            Self {
+                net,
+                checkpoint,
+                sha256,
+                _vars: vars,
+                _buffers: buffers,
+            },
+        ))
+    }
+}
+
+impl Inpainter {
+    /// Loads the generator of a run folder (its best checkpoint, else the last) or a checkpoint.
+    pub fn load(path: &Path, device: DeviceChoice) -> Result<Self, InpaintError> {
+        let device = select_device(device)?;
+        let (config, first) = Loaded::load(path, &device)?;
         Ok(Self {
             config,
-            checkpoint,
-            checkpoint_sha256,
+            checkpoint: first.checkpoint.clone(),
+            checkpoint_sha256: first.sha256.clone(),
             ensemble: false,
-            net,
+            nets: vec![first],
             device,
-            _vars: vars,
-            _buffers: buffers,
         })
+    }
+
+    /// Adds the generators of `more` run folders or checkpoints: each window is then filled
+    /// with the mean of every generator's fill (a checkpoint ensemble; the compute grows with
+    /// their number). They must have been trained on crops of the same side, since that decides
+    /// the windows.
+    pub fn with_more(mut self, more: &[PathBuf]) -> Result<Self, InpaintError> {
+        for path in more {
+            let (config, loaded) = Loaded::load(path, &self.device)?;
+            let (side, ours) = (config.model.image_size, self.config.model.image_size);
+            if side != ours {
+                return Err(InpaintError::SideMismatch {
+                    path: loaded.checkpoint,
+                    side,
+                    first: self.checkpoint.clone(),
+                    first_side: ours,
+                });
+            }
+            self.nets.push(loaded);
+        }
+        if self.nets.len() > 1 {
+            let list: String = self
+                .nets
+                .iter()
+                .map(|n| format!("{}\n", n.sha256))
+                .collect();
+            self.checkpoint_sha256 = format!("{:x}", Sha256::digest(list.as_bytes()));
+        }
+        Ok(self)
+    }
+
+    /// Every checkpoint whose generator fills, the first first.
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        self.nets.iter().map(|n| n.checkpoint.clone()).collect()
     }
 
     /// With `on`, every window is filled eight times, as its eight flips and quarter turns (one
@@ -137,16 +207,60 @@ impl Inpainter {
         self
     }
 
+    /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
+    pub fn fill(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
+        Filler {
+            nets: self.nets.iter().map(|n| &n.net).collect(),
+            device: &self.device,
+            side: self.config.model.image_size as u32,
+            ensemble: self.ensemble,
+        }
+        .fill(image, hole)
+    }
+}
+
+/// A generator in use, borrowed: [`Inpainter`] fills with its own, and the trainer validates
+/// with the one it trains, so that both fill boxes the same way.
+pub(crate) struct Filler<'a> {
+    /// The generators (one, or a checkpoint ensemble whose fills are averaged).
+    pub nets: Vec<&'a InpaintNet>,
+    /// Where its weights live.
+    pub device: &'a Device,
+    /// The side of its training crops.
+    pub side: u32,
+    /// Fill each window as the mean of the fills of its eight flips and quarter turns.
+    pub ensemble: bool,
+}
+
+impl Filler<'_> {
     /// The refined output for one window `(1, 3, n, n)` and its hole `(1, 1, n, n)`, `n` the
     /// network's input side for it ([`window_for`]).
     fn refine(&self, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for net in &self.nets {
+            let y = self.refine_with(net, x, m)?;
+            sum = Some(match sum {
+                None => y,
+                Some(s) => (s + y)?,
+            });
+        }
+        let Some(sum) = sum else {
+            candle_core::bail!("no generator to fill with");
+        };
+        match self.nets.len() {
+            1 => Ok(sum),
+            n => sum / n as f64,
+        }
+    }
+
+    /// One generator's fill of the window: plain, or the mean over the eight turns.
+    fn refine_with(&self, net: &InpaintNet, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
         if !self.ensemble {
-            return Ok(self.net.forward(x, m, false)?.refined);
+            return Ok(net.forward(x, m, false)?.refined);
         }
         let xs: Vec<Tensor> = (0..8).map(|k| dihedral_t(x, k)).collect::<Result<_, _>>()?;
         let ms: Vec<Tensor> = (0..8).map(|k| dihedral_t(m, k)).collect::<Result<_, _>>()?;
-        let y = self
-            .net
+        let y = net
             .forward(&Tensor::cat(&xs, 0)?, &Tensor::cat(&ms, 0)?, false)?
             .refined;
         let back: Vec<Tensor> = (0..8)
@@ -164,7 +278,7 @@ impl Inpainter {
                 mask: hole.dimensions(),
             });
         }
-        let s = self.config.model.image_size as u32;
+        let s = self.side;
         let mut out = image.clone();
         let mut remaining = crate::imaging::io::binarize(hole.clone());
         let (w, h) = image.dimensions();
@@ -194,8 +308,8 @@ impl Inpainter {
                     grow_resize(&crop_mask, input),
                 )
             };
-            let x = image_tensor(&x_img, &self.device)?.contiguous()?;
-            let m = mask_tensor(&x_mask, &self.device)?;
+            let x = image_tensor(&x_img, self.device)?.contiguous()?;
+            let m = mask_tensor(&x_mask, self.device)?;
             let y = self.refine(&x, &m)?;
             let mut filled = tensor_image(&y, 0)?;
             if win.w != input {
@@ -398,6 +512,9 @@ pub fn seam_outlier_threshold(scores: &[f64]) -> f64 {
 pub struct ApplyRequest {
     /// The run folder or checkpoint.
     pub run: PathBuf,
+    /// More run folders or checkpoints whose fills are averaged with `run`'s
+    /// ([`Inpainter::with_more`]).
+    pub also: Vec<PathBuf>,
     /// The project.
     pub project: PathBuf,
     /// Only defect images showing this class (all when `None`).
@@ -496,7 +613,9 @@ impl TwinMaker {
     /// Loads the model of `req.run` for writing twins into `project`.
     pub fn new(req: &ApplyRequest, project: Project) -> Result<Self, InpaintError> {
         Ok(Self {
-            model: Inpainter::load(&req.run, req.device)?.with_ensemble(req.ensemble),
+            model: Inpainter::load(&req.run, req.device)?
+                .with_more(&req.also)?
+                .with_ensemble(req.ensemble),
             project,
         })
     }

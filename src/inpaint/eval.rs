@@ -29,6 +29,9 @@ const RING: u32 = 4;
 pub struct EvalRequest {
     /// The run folder or checkpoint.
     pub run: PathBuf,
+    /// More run folders or checkpoints whose fills are averaged with `run`'s
+    /// ([`Inpainter::with_more`]).
+    pub also: Vec<PathBuf>,
     /// The DeepPCB-layout folder.
     pub data: PathBuf,
     /// Pixels added around each box.
@@ -56,15 +59,20 @@ pub struct Score {
     pub psnr: f64,
 }
 
+/// Pixels added around each box by default, in evaluation and in the trainer's box validation.
+pub const DEFAULT_MARGIN: u32 = 4;
+
+/// Hole pixels counted: how many, how many binarise wrong, and their squared error.
 #[derive(Debug, Clone, Copy, Default)]
-struct Tally {
+pub(crate) struct Tally {
     wrong: u64,
     sq: f64,
     n: u64,
 }
 
 impl Tally {
-    fn add(&mut self, got: &GrayImage, truth: &GrayImage, hole: &GrayImage) {
+    /// The pixels where `hole` is non-zero.
+    pub(crate) fn add(&mut self, got: &GrayImage, truth: &GrayImage, hole: &GrayImage) {
         for ((g, t), h) in got.pixels().zip(truth.pixels()).zip(hole.pixels()) {
             if h[0] != 0 {
                 self.count(g[0], t[0]);
@@ -89,7 +97,7 @@ impl Tally {
         self.sq += d * d;
     }
 
-    fn score(&self) -> Score {
+    pub(crate) fn score(&self) -> Score {
         let n = self.n.max(1) as f64;
         let mse = self.sq / n;
         Score {
@@ -157,6 +165,9 @@ fn size_range(edges: &[u32], long: u32) -> usize {
 pub struct EvalReport {
     /// The checkpoint used.
     pub checkpoint: PathBuf,
+    /// The checkpoints whose fills were averaged with its ([`EvalRequest::also`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<PathBuf>,
     /// Groups evaluated.
     pub groups: Vec<String>,
     /// Whether the run trained on (some of) these groups' templates: then the figures are not
@@ -191,7 +202,20 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-fn gray(img: &RgbImage) -> GrayImage {
+/// A `w` x `h` mask, 255 inside `boxes` (clipped to it), 0 elsewhere.
+pub(crate) fn box_hole(w: u32, h: u32, boxes: &[Rect]) -> GrayImage {
+    let mut hole = GrayImage::new(w, h);
+    for b in boxes {
+        for y in b.y..b.bottom().min(h) {
+            for x in b.x..b.right().min(w) {
+                hole.put_pixel(x, y, Luma([255]));
+            }
+        }
+    }
+    hole
+}
+
+pub(crate) fn gray(img: &RgbImage) -> GrayImage {
     image::DynamicImage::ImageRgb8(img.clone()).to_luma8()
 }
 
@@ -262,6 +286,43 @@ fn run_info(run: &Path) -> Option<RunInfo> {
         .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok())
 }
 
+/// The groups any of the runs trained on; empty: every group (a run trained on all, or one
+/// whose run.json cannot be read).
+fn trained_on(infos: &[Option<RunInfo>]) -> Vec<String> {
+    let mut trained: Vec<String> = Vec::new();
+    for info in infos {
+        match info {
+            Some(info) if !info.groups.is_empty() => {
+                for g in &info.groups {
+                    if !trained.contains(g) {
+                        trained.push(g.clone());
+                    }
+                }
+            }
+            _ => return Vec::new(),
+        }
+    }
+    trained
+}
+
+/// The groups whose defect images any of the runs learned from (`Some(empty)`: every group's;
+/// `None`: none).
+fn learned_from(infos: &[Option<RunInfo>]) -> Option<Vec<String>> {
+    let mut out: Option<Vec<String>> = None;
+    for c in infos.iter().flatten().filter_map(|i| i.context.as_ref()) {
+        let all = out.get_or_insert_with(Vec::new);
+        if c.is_empty() {
+            return Some(Vec::new());
+        }
+        for g in c {
+            if !all.contains(g) {
+                all.push(g.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -279,7 +340,9 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, EvalError> {
     let started = std::time::Instant::now();
-    let model = Inpainter::load(&req.run, req.device)?.with_ensemble(req.ensemble);
+    let model = Inpainter::load(&req.run, req.device)?
+        .with_more(&req.also)?
+        .with_ensemble(req.ensemble);
     let index = read_index(&req.data.join("index.csv"));
     if index.is_empty() {
         return Err(EvalError::Data(format!(
@@ -288,8 +351,11 @@ pub fn evaluate(
         )));
     }
     let all: BTreeSet<&String> = index.values().collect();
-    let info = run_info(&req.run);
-    let trained = info.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+    let infos: Vec<Option<RunInfo>> = std::iter::once(&req.run)
+        .chain(&req.also)
+        .map(|r| run_info(r))
+        .collect();
+    let trained = trained_on(&infos);
     let groups: Vec<String> = if !req.groups.is_empty() {
         req.groups.clone()
     } else {
@@ -362,14 +428,7 @@ pub fn evaluate(
             .map(|r| r.bbox.grown_clipped(req.margin, w, h))
             .collect();
         boxes_total += boxes.len();
-        let mut hole = GrayImage::new(w, h);
-        for b in &boxes {
-            for y in b.y..b.bottom() {
-                for x in b.x..b.right() {
-                    hole.put_pixel(x, y, Luma([255]));
-                }
-            }
-        }
+        let hole = box_hole(w, h, &boxes);
         let (test_g, temp_g) = (gray(&test), gray(&temp));
         for ((a, b), m) in test_g.pixels().zip(temp_g.pixels()).zip(hole.pixels()) {
             if m[0] == 0 {
@@ -422,13 +481,14 @@ pub fn evaluate(
     let seen_in_training = trained.is_empty() || groups.iter().any(|g| trained.contains(g));
     Ok(EvalReport {
         checkpoint: model.checkpoint.clone(),
+        also: model.checkpoints().split_off(1),
         seen_in_training,
         groups,
         pairs: total,
         boxes: boxes_total,
         margin: req.margin,
         ensemble: req.ensemble,
-        context: info.and_then(|i| i.context),
+        context: learned_from(&infos),
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,
         selftest_hole_pixel_error: s.hole_pixel_error,
@@ -448,6 +508,37 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::inpaint::apply::window_for;
+
+    #[test]
+    fn a_checkpoint_ensemble_has_seen_what_any_of_its_runs_has_seen() {
+        let info = |groups: &[&str], context: Option<&[&str]>| {
+            Some(RunInfo {
+                project: PathBuf::from("p"),
+                class: String::new(),
+                kind: crate::dtgan::run::RunKind::Inpaint,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                init_from: None,
+                context: context.map(|c| c.iter().map(|g| g.to_string()).collect()),
+            })
+        };
+        let v = |s: &[&str]| s.iter().map(|g| g.to_string()).collect::<Vec<_>>();
+        let a = info(&["g1", "g2"], None);
+        let b = info(&["g2", "g3"], Some(&["g4"]));
+        let c = info(&["g1"], Some(&["g5", "g4"]));
+        assert_eq!(trained_on(&[a.clone(), b.clone()]), v(&["g1", "g2", "g3"]));
+        // A run trained on every group, or one whose run.json is unknown: every group.
+        assert!(trained_on(&[a.clone(), info(&[], None)]).is_empty());
+        assert!(trained_on(&[a.clone(), None]).is_empty());
+        assert_eq!(learned_from(std::slice::from_ref(&a)), None);
+        assert_eq!(
+            learned_from(&[a.clone(), b.clone(), c.clone()]),
+            Some(v(&["g4", "g5"]))
+        );
+        assert_eq!(
+            learned_from(&[b, info(&["g1"], Some(&[])), c]),
+            Some(Vec::new())
+        );
+    }
 
     #[test]
     fn tally_counts_binarised_errors_and_psnr_in_the_hole_only() {

@@ -21,10 +21,11 @@ use crate::protocol::{Command, TrainingControl};
 type Getter = fn(&StepMetrics) -> Option<f64>;
 
 /// The curves, by name, and how to read each from a metrics line.
-const SERIES: [(&str, Getter); 7] = [
+const SERIES: [(&str, Getter); 8] = [
     ("L1 inside", |m| Some(m.l1_inside)),
     ("L1 outside", |m| Some(m.l1_outside)),
     ("val L1 inside", |m| m.val_l1_inside),
+    ("val box error", |m| m.val_box_error),
     ("generator loss", |m| Some(m.loss_g)),
     ("critic loss", |m| Some(m.loss_d)),
     ("Wasserstein", |m| Some(m.wasserstein)),
@@ -99,7 +100,7 @@ impl TrainingPane {
             total_steps: 0,
             ema: 0.6,
             log_y: true,
-            shown: [true, true, true, false, false, false, false],
+            shown: [true, true, true, true, false, false, false, false],
             sample_index: 0,
             sample_texture: None,
             generation_choice: None,

@@ -552,6 +552,7 @@ mod tests {
     fn apply_request(root: &std::path::Path, run: &std::path::Path) -> Command {
         Command::ApplyInpaint(Box::new(crate::inpaint::apply::ApplyRequest {
             run: run.to_path_buf(),
+            also: Vec::new(),
             project: root.to_path_buf(),
             class: None,
             redo_accepted: false,

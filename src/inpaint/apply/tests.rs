@@ -3,6 +3,7 @@ use crate::demo::{DemoConfig, make_demo};
 use crate::dtgan::Preset;
 use crate::dtgan::model::read_checkpoint;
 use crate::dtgan::run::{RunInfo, TrainControl, read_metrics};
+use crate::dtgan::train::Validation;
 use crate::inpaint::config::InpaintModel;
 use crate::inpaint::train::{InpaintTrainRequest, InpaintTrainer, train_inpaint};
 
@@ -287,6 +288,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     let summary = apply_project(
         &ApplyRequest {
             run: run.clone(),
+            also: Vec::new(),
             project: root.clone(),
             class: None,
             redo_accepted: false,
@@ -343,6 +345,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     let again = apply_project(
         &ApplyRequest {
             run,
+            also: Vec::new(),
             project: root,
             class: None,
             redo_accepted: false,
@@ -650,4 +653,194 @@ fn dihedral_tensor_turns_are_distinct_and_undone() {
         let back = undo_dihedral_t(&turned, k).expect("undo");
         assert_eq!(max_diff(&back, &t), 0.0, "turn {k} not undone");
     }
+}
+
+#[test]
+fn best_is_the_checkpoint_whose_template_boxes_fill_best_as_apply_fills_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = demo(dir.path());
+    let project = Project::open(&root).expect("open");
+    let req = |run: &str, val_box_pairs: usize| InpaintTrainRequest {
+        context: None,
+        project: root.clone(),
+        groups: Vec::new(),
+        run: dir.path().join(run),
+        config: InpaintConfig {
+            val_box_pairs,
+            ..tiny(40, 10)
+        },
+        resume: false,
+        max_minutes: None,
+        device: DeviceChoice::Cpu,
+        init_from: None,
+    };
+    let out = train_inpaint(&req("boxes", 100), &TrainControl::new(), &mut |_| {}).expect("train");
+    assert_eq!(out.best_metric.as_deref(), Some(Validation::BOX_ERROR));
+    let metrics = read_metrics(&dir.path().join("boxes/metrics.jsonl")).expect("metrics");
+    let scored: Vec<(u64, f64)> = metrics
+        .iter()
+        .filter(|m| m.val_l1_inside.is_some())
+        .map(|m| {
+            (
+                m.step,
+                m.val_box_error.expect("a box error at every checkpoint"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scored.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [10, 20, 30, 40]
+    );
+    let lowest = scored.iter().fold(
+        (u64::MAX, f64::INFINITY),
+        |a, &(s, e)| if e < a.1 { (s, e) } else { a },
+    );
+    let (v, step) = out.best.expect("a best");
+    // The metrics file holds the values as JSON text: equal to the last bit or two.
+    assert_eq!(step, lowest.0);
+    assert!((v - lowest.1).abs() < 1e-12, "{v} against {}", lowest.1);
+    let (_, meta) = read_checkpoint(&dir.path().join("boxes/best.safetensors")).expect("best");
+    let state: crate::dtgan::model::TrainState =
+        serde_json::from_str(meta.get("state").expect("state")).expect("state json");
+    assert_eq!(state.step, lowest.0);
+
+    // The score is `inpaint eval`'s template self-test, computed here from the last checkpoint
+    // with `Inpainter` on every real template of the demo and its defect image's boxes.
+    let model = Inpainter::load(
+        &dir.path().join("boxes/last.safetensors"),
+        DeviceChoice::Cpu,
+    )
+    .expect("load");
+    let mut tally = crate::inpaint::eval::Tally::default();
+    let mut templates = 0;
+    for t in &project.manifest.images {
+        let Some(d) = t.twin_of.as_ref().and_then(|d| project.manifest.image(d)) else {
+            continue;
+        };
+        let img = load_rgb8(&project.abs(&t.path)).expect("template");
+        let (w, h) = img.dimensions();
+        let mut hole = GrayImage::new(w, h);
+        for r in &d.regions {
+            let b = r
+                .bbox
+                .grown_clipped(crate::inpaint::eval::DEFAULT_MARGIN, w, h);
+            for y in b.y..b.bottom() {
+                for x in b.x..b.right() {
+                    hole.put_pixel(x, y, Luma([255]));
+                }
+            }
+        }
+        let filled = model.fill(&img, &hole).expect("fill");
+        let g = crate::inpaint::eval::gray;
+        tally.add(&g(&filled), &g(&img), &hole);
+        templates += 1;
+    }
+    assert!(templates >= 2, "{templates} templates");
+    let last = scored.last().expect("scores").1;
+    let expected = tally.score().hole_pixel_error;
+    assert!(
+        (last - expected).abs() < 1e-12,
+        "trainer {last} against Inpainter {expected}"
+    );
+    assert!(last > 0.0 && last < 0.5, "{last}");
+
+    // Without box validation, `best` is the lowest validation L1, as before.
+    let out = train_inpaint(&req("l1", 0), &TrainControl::new(), &mut |_| {}).expect("train");
+    assert_eq!(out.best_metric.as_deref(), Some(Validation::L1));
+    let metrics = read_metrics(&dir.path().join("l1/metrics.jsonl")).expect("metrics");
+    assert!(metrics.iter().all(|m| m.val_box_error.is_none()));
+    let lowest = metrics
+        .iter()
+        .filter_map(|m| m.val_l1_inside.map(|v| (m.step, v)))
+        .fold(
+            (u64::MAX, f64::INFINITY),
+            |a, (s, e)| if e < a.1 { (s, e) } else { a },
+        );
+    let (v, step) = out.best.expect("a best");
+    assert_eq!(step, lowest.0);
+    assert!((v - lowest.1).abs() < 1e-12, "{v} against {}", lowest.1);
+}
+
+#[test]
+fn a_checkpoint_ensemble_fills_with_the_mean_of_its_generators() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = demo(dir.path());
+    let train = |run: &str, steps: u64, side: usize| {
+        let mut config = tiny(steps, steps);
+        config.model.image_size = side;
+        config.val_box_pairs = 0;
+        let req = InpaintTrainRequest {
+            context: None,
+            project: root.clone(),
+            groups: Vec::new(),
+            run: dir.path().join(run),
+            config,
+            resume: false,
+            max_minutes: None,
+            device: DeviceChoice::Cpu,
+            init_from: None,
+        };
+        train_inpaint(&req, &TrainControl::new(), &mut |_| {}).expect("train");
+        dir.path().join(run).join("last.safetensors")
+    };
+    let (a, b) = (train("a", 10, 32), train("b", 20, 32));
+    let load = |p: &Path| Inpainter::load(p, DeviceChoice::Cpu).expect("load");
+    let both = load(&a).with_more(std::slice::from_ref(&b)).expect("more");
+    assert_eq!(both.checkpoints(), [a.clone(), b.clone()]);
+    let (one, other) = (load(&a), load(&b));
+    for h in [&one.checkpoint_sha256, &other.checkpoint_sha256] {
+        assert_ne!(&both.checkpoint_sha256, h);
+    }
+    assert_eq!(both.checkpoint_sha256.len(), 64);
+
+    let project = Project::open(&root).expect("open");
+    let good = project
+        .manifest
+        .images
+        .iter()
+        .find(|e| e.role == Role::Good)
+        .expect("a good image");
+    let img = load_rgb8(&project.abs(&good.path)).expect("image");
+    let mut hole = GrayImage::new(img.width(), img.height());
+    for y in 10..22 {
+        for x in 30..41 {
+            hole.put_pixel(x, y, Luma([255]));
+        }
+    }
+    let (fa, fb, fm) = (
+        one.fill(&img, &hole).expect("a"),
+        other.fill(&img, &hole).expect("b"),
+        both.fill(&img, &hole).expect("both"),
+    );
+    assert_ne!(fa, fb, "two checkpoints that fill alike prove nothing");
+    let mut worst = 0f64;
+    for (((m, x), y), (i, o)) in fm
+        .as_raw()
+        .iter()
+        .zip(fa.as_raw())
+        .zip(fb.as_raw())
+        .zip(img.as_raw().iter().enumerate())
+    {
+        let px = i as u32 / 3;
+        if hole.get_pixel(px % img.width(), px / img.width())[0] == 0 {
+            assert_eq!(m, o, "the ensemble changed a pixel outside the hole");
+        } else {
+            worst = worst.max((f64::from(*m) - (f64::from(*x) + f64::from(*y)) / 2.0).abs());
+        }
+    }
+    assert!(
+        worst <= 1.0,
+        "the ensemble is off the mean of its fills by {worst}"
+    );
+
+    // Checkpoints trained on crops of another side are refused, naming the file.
+    let c = train("c", 5, 64);
+    let err = match load(&a).with_more(std::slice::from_ref(&c)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a 64 px checkpoint joined a 32 px one"),
+    };
+    assert!(
+        err.contains("64 px") && err.contains(&c.display().to_string()),
+        "{err}"
+    );
 }

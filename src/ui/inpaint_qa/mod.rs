@@ -537,6 +537,7 @@ impl InpaintQaPane {
             {
                 let req = ApplyRequest {
                     run,
+                    also: Vec::new(),
                     project: project.root.clone(),
                     class: form.class.clone(),
                     redo_accepted: false,
