@@ -136,8 +136,8 @@ pub struct StepMetrics {
     /// L1 inside the mask on the validation pairs, when measured at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_l1_inside: Option<f64>,
-    /// Inpainting runs with held-out real templates: the hole pixel error of real defect boxes
-    /// cut into them and filled (see `InpaintTrainer::validate`); only at checkpoints.
+    /// Inpainting runs on real templates: the hole pixel error of their defect images' boxes
+    /// cut into them and filled (see `InpaintTrainer::box_error`); only at checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_box_error: Option<f64>,
 }

@@ -569,8 +569,8 @@ pub trait Session {
 pub struct Validation {
     /// Mean L1 inside the masks (DTGAN) or holes (inpainting) of the validation examples.
     pub l1_inside: f64,
-    /// Inpainting with held-out real templates: the hole pixel error of real defect boxes cut
-    /// into them and filled as `inpaint apply` fills them.
+    /// Inpainting runs on real templates: the hole pixel error of their defect images' boxes
+    /// cut into them and filled as `inpaint apply` fills them.
     pub box_error: Option<f64>,
 }
 
