@@ -422,7 +422,10 @@ impl super::train::Session for Scripted {
         Ok(super::train::StepLosses::default())
     }
     fn validate(&self) -> Result<Option<super::train::Validation>, TrainError> {
-        Ok(self.validations.get(self.state.step as usize - 1).copied())
+        match self.validations.get(self.state.step as usize - 1) {
+            Some(v) => Ok(Some(*v)),
+            None => Err(TrainError::Validation("a template went missing".into())),
+        }
     }
     fn save(&self, path: &Path) -> Result<(), TrainError> {
         std::fs::write(path, self.state.step.to_string()).map_err(|source| TrainError::Io {
@@ -461,7 +464,9 @@ fn best_is_chosen_by_one_measure_and_a_new_measure_starts_it_afresh() {
             boxes(0.0001, f64::NAN),
         ],
     };
-    let best_file = || std::fs::read_to_string(dir.path().join("best.safetensors")).ok();
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).ok();
+    let best_file = || read("best.safetensors");
+    std::fs::write(dir.path().join("best.safetensors"), "the L1 best").expect("write");
     let mut seen = Vec::new();
     for _ in 0..5 {
         super::train::Session::step(&mut s).expect("step");
@@ -473,7 +478,7 @@ fn best_is_chosen_by_one_measure_and_a_new_measure_starts_it_afresh() {
         seen,
         [
             // An L1 worse than the old L1 best: no new best.
-            (Some((0.02, 0)), None, None),
+            (Some((0.02, 0)), None, Some("the L1 best".into())),
             // The first box error replaces an L1 best, though larger.
             (Some((0.06, 2)), bx.clone(), Some("2".into())),
             // A worse box error does not, whatever its L1.
@@ -483,4 +488,14 @@ fn best_is_chosen_by_one_measure_and_a_new_measure_starts_it_afresh() {
             (Some((0.05, 4)), bx, Some("4".into())),
         ]
     );
+    // The best of the other measure was kept, not overwritten.
+    assert_eq!(
+        read("best-l1_inside.safetensors").as_deref(),
+        Some("the L1 best")
+    );
+    // A validation that fails saves `last` first, so the steps since the last checkpoint stay.
+    super::train::Session::step(&mut s).expect("step");
+    let err = super::train::Session::checkpoint(&mut s).expect_err("no validation at step 6");
+    assert!(err.to_string().contains("a template went missing"), "{err}");
+    assert_eq!(read("last.safetensors").as_deref(), Some("6"));
 }

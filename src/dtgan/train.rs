@@ -544,14 +544,32 @@ pub trait Session {
     ///
     /// A best score of another measure (a run resumed after its validation changed, or saved
     /// before the box error existed) does not count: the first checkpoint scored the new way
-    /// becomes `best`.
+    /// becomes `best`, and the old `best` is kept as `best-<measure>.safetensors`. When the
+    /// validation fails, `last` is saved before the error is returned.
     fn checkpoint(&mut self) -> Result<Option<Validation>, TrainError> {
-        let val = self.validate()?;
+        let val = match self.validate() {
+            Ok(v) => v,
+            Err(e) => {
+                // Keep the steps since the last checkpoint.
+                self.save(&self.run_dir().last())?;
+                return Err(e);
+            }
+        };
         if let Some(v) = val {
             let score = v.score();
             let state = self.state();
-            let same = state.best_metric.as_deref().unwrap_or(Validation::L1) == v.metric();
+            let was = state.best_metric.as_deref().unwrap_or(Validation::L1);
+            let same = was == v.metric();
             if score.is_finite() && (!same || state.best.is_none_or(|(b, _)| score < b)) {
+                let best = self.run_dir().best();
+                if !same && best.exists() {
+                    // Chosen by another measure: kept beside the new one, not overwritten.
+                    let kept = self.run_dir().root.join(format!("best-{was}.safetensors"));
+                    std::fs::rename(&best, &kept).map_err(|source| TrainError::Io {
+                        path: kept.clone(),
+                        source,
+                    })?;
+                }
                 let step = state.step;
                 let state = self.state_mut();
                 state.best = Some((score, step));

@@ -170,8 +170,9 @@ pub struct EvalReport {
     pub also: Vec<PathBuf>,
     /// Groups evaluated.
     pub groups: Vec<String>,
-    /// Whether the run trained on (some of) these groups' templates: then the figures are not
-    /// those of unseen boards.
+    /// Whether the run (any run of a checkpoint ensemble; or one whose run.json cannot be read)
+    /// trained on (some of) these groups' templates: then the figures are not those of unseen
+    /// boards.
     pub seen_in_training: bool,
     /// Pairs evaluated.
     pub pairs: usize,
@@ -181,8 +182,9 @@ pub struct EvalReport {
     pub margin: u32,
     /// Whether the fills were the eight-fold flip-and-turn ensemble.
     pub ensemble: bool,
-    /// The groups whose defect images the run also learned from, away from their defects
-    /// (`Some(empty)`: every group's): their templates and the pixels of the boxes stay unseen.
+    /// The groups whose defect images the run (any run of a checkpoint ensemble whose run.json
+    /// can be read) also learned from, away from their defects (`Some(empty)`: every group's):
+    /// their templates and the pixels of the boxes stay unseen.
     pub context: Option<Vec<String>>,
     /// Share of wrong binarised pixels in the filled boxes of the defect images.
     pub hole_pixel_error: f64,

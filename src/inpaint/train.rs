@@ -107,8 +107,9 @@ pub struct InpaintTrainer {
     run: RunDir,
 }
 
-/// A real template and the boxes of its defect image (grown by [`DEFAULT_MARGIN`]): the holes
-/// `inpaint eval`'s template self-test cuts. Read at each validation, not kept in memory.
+/// A real template and the boxes of its defect image's regions (grown by [`DEFAULT_MARGIN`]):
+/// for a DeepPCB import the holes `inpaint eval`'s template self-test cuts (from the regions
+/// rather than `boxes/*.txt`). Read at each validation, not kept in memory.
 struct BoxCase {
     template: PathBuf,
     boxes: Vec<Rect>,
@@ -141,14 +142,24 @@ fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
             })
         })
         .collect();
-    if all.len() <= n {
-        return all;
+    evenly_spread(all, n)
+}
+
+/// `n` of `items` (all when there are no more), at indices `i * len / n`, in order.
+fn evenly_spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
+    let len = items.len();
+    if len <= n {
+        return items;
     }
-    let every = all.len() as f64 / n as f64;
-    let picked: Vec<usize> = (0..n).map(|i| (i as f64 * every) as usize).collect();
-    all.into_iter()
+    let mut next = 0;
+    items
+        .into_iter()
         .enumerate()
-        .filter(|(i, _)| picked.contains(i))
+        .filter(|&(i, _)| {
+            let take = next < n && i == next * len / n;
+            next += usize::from(take);
+            take
+        })
         .map(|(_, c)| c)
         .collect()
 }
@@ -228,6 +239,9 @@ impl InpaintTrainer {
             let contents = read_checkpoint(&path)?;
             let mut cfg = inpaint_config(&path, &contents.1)?;
             cfg.steps = req.config.steps;
+            // How checkpoints are scored does not change the training: a resumed run takes it
+            // from the request (`--val-box-pairs 0` turns it off for an older run).
+            cfg.val_box_pairs = req.config.val_box_pairs;
             (cfg, Some((path, contents)))
         } else {
             (req.config.clone(), None)
@@ -430,8 +444,9 @@ impl InpaintTrainer {
     }
 
     /// The hole pixel error (binarised at 128, as `inpaint eval` counts it) of up to
-    /// `val_box_pairs` real templates with their defect images' boxes cut out and filled as
-    /// `inpaint apply` fills them; `None` without such templates.
+    /// `val_box_pairs` real templates with their defect images' boxes (+ 4 px, as `inpaint
+    /// eval` grows them) cut out and filled in the windows `inpaint apply` uses; `None` without
+    /// such templates.
     ///
     /// Most of these templates are also trained on (with random square holes): held out, too
     /// few would be left to rank checkpoints. On DeepPCB, the eight held-out pairs' 62 boxes
@@ -685,4 +700,25 @@ pub fn train_inpaint(
 ) -> Result<TrainOutcome, TrainError> {
     let mut t = InpaintTrainer::open(req)?;
     drive(&mut t, req.max_minutes, control, on_event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evenly_spread;
+
+    #[test]
+    fn box_cases_are_spread_evenly_and_capped() {
+        let items: Vec<usize> = (0..10).collect();
+        assert_eq!(evenly_spread(items.clone(), 4), [0, 2, 5, 7]);
+        assert_eq!(evenly_spread(items.clone(), 1), [0]);
+        assert_eq!(evenly_spread(items.clone(), 9), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(evenly_spread(items.clone(), 10), items);
+        assert_eq!(evenly_spread(items.clone(), 64), items);
+        assert!(evenly_spread(items, 0).is_empty());
+        // 355 templates, 64 picked: every pick distinct and inside, as `inpaint eval --limit`.
+        let picked = evenly_spread((0..355).collect::<Vec<usize>>(), 64);
+        assert_eq!(picked.len(), 64);
+        assert_eq!(picked[1], 5);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+    }
 }

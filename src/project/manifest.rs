@@ -201,7 +201,8 @@ pub struct ImageEntry {
 /// How an inpainted twin was made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InpaintInfo {
-    /// SHA-256 of the inpainting checkpoint file, hex.
+    /// SHA-256 of the inpainting checkpoint file, hex; for a checkpoint ensemble (`inpaint
+    /// apply --also`), the SHA-256 of the members' SHA-256s (hex, one per line, in order).
     pub checkpoint: String,
     /// Seam score: gradient energy across the box borders relative to the image's typical
     /// gradient energy (about 1 for an invisible seam; higher is worse).
