@@ -574,7 +574,7 @@ pub trait Session {
                 let state = self.state_mut();
                 state.best = Some((score, step));
                 state.best_metric = Some(v.metric().to_string());
-                self.save(&self.run_dir().best())?;
+                self.save(&best)?;
             }
         }
         self.save(&self.run_dir().last())?;

@@ -204,6 +204,26 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// `n` of `items` (all when there are no more), at indices `i * len / n`, in order: the pairs
+/// `--limit` keeps, and the templates the trainer scores checkpoints on.
+pub(crate) fn evenly_spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
+    let len = items.len();
+    if len <= n {
+        return items;
+    }
+    let mut next = 0;
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| {
+            let take = next < n && i == next * len / n;
+            next += usize::from(take);
+            take
+        })
+        .map(|(_, c)| c)
+        .collect()
+}
+
 /// A `w` x `h` mask, 255 inside `boxes` (clipped to it), 0 elsewhere.
 pub(crate) fn box_hole(w: u32, h: u32, boxes: &[Rect]) -> GrayImage {
     let mut hole = GrayImage::new(w, h);
@@ -378,13 +398,8 @@ pub fn evaluate(
         .map(|(id, _)| id)
         .collect();
     ids.sort();
-    if let Some(limit) = req.limit
-        && limit < ids.len()
-    {
-        let step = ids.len() as f64 / limit.max(1) as f64;
-        ids = (0..limit)
-            .map(|i| ids[(i as f64 * step) as usize])
-            .collect();
+    if let Some(limit) = req.limit {
+        ids = evenly_spread(ids, limit);
     }
     if ids.is_empty() {
         return Err(EvalError::Data(format!(
@@ -510,6 +525,22 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::inpaint::apply::window_for;
+
+    #[test]
+    fn limits_and_box_cases_are_spread_evenly_and_capped() {
+        let items: Vec<usize> = (0..10).collect();
+        assert_eq!(evenly_spread(items.clone(), 4), [0, 2, 5, 7]);
+        assert_eq!(evenly_spread(items.clone(), 1), [0]);
+        assert_eq!(evenly_spread(items.clone(), 9), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(evenly_spread(items.clone(), 10), items);
+        assert_eq!(evenly_spread(items.clone(), 64), items);
+        assert!(evenly_spread(items, 0).is_empty());
+        // 355 templates, 64 picked (the trainer's default; `--limit 64`): distinct, inside.
+        let picked = evenly_spread((0..355).collect::<Vec<usize>>(), 64);
+        assert_eq!(picked.len(), 64);
+        assert_eq!(picked[1], 5);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn a_checkpoint_ensemble_has_seen_what_any_of_its_runs_has_seen() {

@@ -23,7 +23,7 @@ use super::data::{
     Batch, Example, ImageSampler, Source, batch, check_sizes, collect_context, collect_images,
     keep_with_room,
 };
-use super::eval::{DEFAULT_MARGIN, Tally, box_hole, gray};
+use super::eval::{DEFAULT_MARGIN, Tally, box_hole, evenly_spread, gray};
 use super::nets::{GENERATOR_PREFIX, InpaintGan, InpaintOutput, paste};
 use crate::dtgan::adam::Adam;
 use crate::dtgan::data::tensor_image;
@@ -118,18 +118,17 @@ struct BoxCase {
 /// Up to `n` box cases, evenly spread over those of `images` that are real templates of defect
 /// images with regions of the template's size.
 fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
-    let entries = &project.manifest.images;
+    let manifest = &project.manifest;
     let all: Vec<BoxCase> = images
         .iter()
         .filter_map(|s| {
-            let template = entries
-                .iter()
-                .find(|e| e.id == s.id)
+            let template = manifest
+                .image(&s.id)
                 .filter(|e| e.role == Role::Template && e.is_real_template())?;
             let defect = template
                 .twin_of
-                .as_ref()
-                .and_then(|d| entries.iter().find(|e| &e.id == d))
+                .as_deref()
+                .and_then(|d| manifest.image(d))
                 .filter(|d| !d.regions.is_empty())?;
             let (w, h) = (template.width, template.height);
             ((defect.width, defect.height) == (w, h)).then(|| BoxCase {
@@ -143,25 +142,6 @@ fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
         })
         .collect();
     evenly_spread(all, n)
-}
-
-/// `n` of `items` (all when there are no more), at indices `i * len / n`, in order.
-fn evenly_spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
-    let len = items.len();
-    if len <= n {
-        return items;
-    }
-    let mut next = 0;
-    items
-        .into_iter()
-        .enumerate()
-        .filter(|&(i, _)| {
-            let take = next < n && i == next * len / n;
-            next += usize::from(take);
-            take
-        })
-        .map(|(_, c)| c)
-        .collect()
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
@@ -700,25 +680,4 @@ pub fn train_inpaint(
 ) -> Result<TrainOutcome, TrainError> {
     let mut t = InpaintTrainer::open(req)?;
     drive(&mut t, req.max_minutes, control, on_event)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::evenly_spread;
-
-    #[test]
-    fn box_cases_are_spread_evenly_and_capped() {
-        let items: Vec<usize> = (0..10).collect();
-        assert_eq!(evenly_spread(items.clone(), 4), [0, 2, 5, 7]);
-        assert_eq!(evenly_spread(items.clone(), 1), [0]);
-        assert_eq!(evenly_spread(items.clone(), 9), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(evenly_spread(items.clone(), 10), items);
-        assert_eq!(evenly_spread(items.clone(), 64), items);
-        assert!(evenly_spread(items, 0).is_empty());
-        // 355 templates, 64 picked: every pick distinct and inside, as `inpaint eval --limit`.
-        let picked = evenly_spread((0..355).collect::<Vec<usize>>(), 64);
-        assert_eq!(picked.len(), 64);
-        assert_eq!(picked[1], 5);
-        assert!(picked.windows(2).all(|w| w[0] < w[1]));
-    }
 }
