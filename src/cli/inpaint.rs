@@ -98,6 +98,10 @@ pub struct InpaintTrainArgs {
     /// Weight of the adversarial loss.
     #[arg(long)]
     pub gan_weight: Option<f64>,
+    /// Discount of the L1 in the hole: a pixel d pixels inside the hole's border weighs
+    /// gamma^d (the reference's 0.9; 1: plain L1, the hole's middle weighs as much as its rim).
+    #[arg(long)]
+    pub gamma: Option<f64>,
     /// Checkpoint (and validate) every this many steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -127,6 +131,7 @@ impl InpaintTrainArgs {
         c.lr_g = self.lr_g.unwrap_or(c.lr_g);
         c.lr_d = self.lr_d.unwrap_or(c.lr_d);
         c.loss.gan = self.gan_weight.unwrap_or(c.loss.gan);
+        c.loss.gamma = self.gamma.unwrap_or(c.loss.gamma);
         c.checkpoint_every = self.checkpoint_every.unwrap_or(c.checkpoint_every);
         c.sample_every = self.sample_every.unwrap_or(c.sample_every);
         c
@@ -415,6 +420,26 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             100.0 * s.hole_pixel_error,
             100.0 * s.selftest_hole_pixel_error,
             100.0 * s.copy_hole_pixel_error
+        );
+    }
+    println!("hole pixel error by depth in the hole (distance to the nearest pixel outside it):");
+    println!(
+        "  {:<54} {:>6} {:>7} {:>9} {:>10} {:>6}",
+        "", "", "pixels", "real", "self-test", "copy"
+    );
+    for d in &r.by_depth {
+        let range = match d.to_px {
+            None => format!("{} px and deeper", d.from_px),
+            Some(to) => format!("{}-{to} px", d.from_px),
+        };
+        println!(
+            "  {:<54} {:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",
+            range,
+            "",
+            100.0 * d.pixel_share,
+            100.0 * d.hole_pixel_error,
+            100.0 * d.selftest_hole_pixel_error,
+            100.0 * d.copy_hole_pixel_error
         );
     }
     match &r.context {

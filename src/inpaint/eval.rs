@@ -80,6 +80,21 @@ impl Tally {
         }
     }
 
+    /// The pixels whose `depth` (from [`hole_depth`]) falls in each range of [`DEPTH_EDGES`],
+    /// each range into its tally.
+    fn add_by_depth(
+        tallies: &mut [Tally],
+        got: &GrayImage,
+        truth: &GrayImage,
+        depth: &[Option<u32>],
+    ) {
+        for ((g, t), d) in got.pixels().zip(truth.pixels()).zip(depth) {
+            if let Some(d) = d {
+                tallies[size_range(&DEPTH_EDGES, *d)].count(g[0], t[0]);
+            }
+        }
+    }
+
     /// Only the pixels of `r` (every one of them a hole pixel).
     fn add_rect(&mut self, got: &GrayImage, truth: &GrayImage, r: Rect) {
         for y in r.y..r.bottom() {
@@ -144,6 +159,67 @@ pub struct SizeRow {
     pub copy_hole_pixel_error: f64,
 }
 
+/// The figures of the hole pixels at one range of depths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DepthRow {
+    /// Smallest depth in the range, px (inclusive; 0: next to a pixel outside the hole).
+    pub from_px: u32,
+    /// Largest depth in the range, px (inclusive; `None`: no upper end).
+    pub to_px: Option<u32>,
+    /// The range's share of all hole pixels.
+    pub pixel_share: f64,
+    /// Hole pixel error of the fills on the real pairs.
+    pub hole_pixel_error: f64,
+    /// The same in the template self-test.
+    pub selftest_hole_pixel_error: f64,
+    /// The same for copying (no fill).
+    pub copy_hole_pixel_error: f64,
+}
+
+/// Upper ends (inclusive) of the depth ranges of [`EvalReport::by_depth`].
+const DEPTH_EDGES: [u32; 3] = [3, 7, 15];
+
+/// The depth of every pixel of `hole` (non-zero pixels): its chessboard distance to the nearest
+/// pixel outside the hole, less one (0 on the rim); pixels outside have `None`. Beyond the
+/// image's edge counts as outside.
+pub(crate) fn hole_depth(hole: &GrayImage) -> Vec<Option<u32>> {
+    let (w, h) = (hole.width() as usize, hole.height() as usize);
+    let inside = |x: usize, y: usize| hole.get_pixel(x as u32, y as u32)[0] != 0;
+    // Two chamfer passes with unit steps to all eight neighbours give the chessboard distance.
+    let mut d = vec![0u32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            if !inside(x, y) {
+                continue;
+            }
+            let mut best = 1 + x.min(y) as u32;
+            for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0)] {
+                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                if nx >= 0 && ny >= 0 && (nx as usize) < w {
+                    best = best.min(d[ny as usize * w + nx as usize] + 1);
+                }
+            }
+            d[y * w + x] = best;
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            if d[y * w + x] == 0 {
+                continue;
+            }
+            let mut best = d[y * w + x].min((w - x).min(h - y) as u32);
+            for (dx, dy) in [(1i64, 1i64), (0, 1), (-1, 1), (1, 0)] {
+                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                if nx >= 0 && (nx as usize) < w && (ny as usize) < h {
+                    best = best.min(d[ny as usize * w + nx as usize] + 1);
+                }
+            }
+            d[y * w + x] = best;
+        }
+    }
+    d.into_iter().map(|v| v.checked_sub(1)).collect()
+}
+
 /// Upper ends (inclusive) of the long-side ranges of [`EvalReport::by_size`], for a network of
 /// input side `s`: up to 3s/8, up to s/2 (the largest box filled in a window of the training
 /// side), up to 3s/4 (the largest filled at the image's own resolution, [`NATIVE_MAX`]), and the
@@ -200,6 +276,8 @@ pub struct EvalReport {
     pub baselines: Baselines,
     /// The errors by box size (long side, margin included), smallest first.
     pub by_size: Vec<SizeRow>,
+    /// The errors by depth in the hole (distance to the nearest pixel outside it), rim first.
+    pub by_depth: Vec<DepthRow>,
     /// Seconds the evaluation took.
     pub seconds: f64,
 }
@@ -420,6 +498,8 @@ pub fn evaluate(
     let edges = size_edges(model.config.model.image_size as u32);
     // Per size range: (boxes, real, self-test, copy).
     let mut sized = [(); 4].map(|_| (0usize, Tally::default(), Tally::default(), Tally::default()));
+    // Per depth range: real, self-test, copy.
+    let mut deep = [(); 3].map(|_| [Tally::default(); 4]);
     let total = ids.len();
     for (done, id) in ids.iter().enumerate() {
         progress(done, total);
@@ -475,6 +555,10 @@ pub fn evaluate(
             row.2.add_rect(&self_filled, &temp_g, *b);
             row.3.add_rect(&test_g, &temp_g, *b);
         }
+        let depth = hole_depth(&hole);
+        for (tallies, got) in deep.iter_mut().zip([&filled, &self_filled, &test_g]) {
+            Tally::add_by_depth(tallies, got, &temp_g, &depth);
+        }
         mean.add(&mean_fill(&test_g, &boxes), &temp_g, &hole);
         self_mean.add(&mean_fill(&temp_g, &boxes), &temp_g, &hole);
     }
@@ -493,6 +577,16 @@ pub fn evaluate(
             hole_pixel_error: real.score().hole_pixel_error,
             selftest_hole_pixel_error: own.score().hole_pixel_error,
             copy_hole_pixel_error: copy.score().hole_pixel_error,
+        })
+        .collect();
+    let by_depth = (0..DEPTH_EDGES.len() + 1)
+        .map(|i| DepthRow {
+            from_px: if i == 0 { 0 } else { DEPTH_EDGES[i - 1] + 1 },
+            to_px: DEPTH_EDGES.get(i).copied(),
+            pixel_share: deep[0][i].n as f64 / real.n.max(1) as f64,
+            hole_pixel_error: deep[0][i].score().hole_pixel_error,
+            selftest_hole_pixel_error: deep[1][i].score().hole_pixel_error,
+            copy_hole_pixel_error: deep[2][i].score().hole_pixel_error,
         })
         .collect();
     let seen_in_training = trained.is_empty() || groups.iter().any(|g| trained.contains(g));
@@ -517,6 +611,7 @@ pub fn evaluate(
             selftest_mean_fill: self_mean.score(),
         },
         by_size,
+        by_depth,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -584,6 +679,84 @@ mod tests {
         assert!((s.hole_pixel_error - 1.0 / 3.0).abs() < 1e-12);
         let mse: f64 = 200.0 * 200.0 / 3.0;
         assert!((s.psnr - 10.0 * (255.0f64 * 255.0 / mse).log10()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn hole_depth_is_the_chessboard_distance_to_the_nearest_pixel_outside() {
+        // Two overlapping boxes and a box at the image's edge, whose outside lies beyond it.
+        let (w, h) = (23u32, 17u32);
+        let hole = box_hole(
+            w,
+            h,
+            &[
+                Rect::new(2, 3, 9, 7),
+                Rect::new(7, 6, 8, 9),
+                Rect::new(17, 0, 6, 5),
+            ],
+        );
+        let depth = hole_depth(&hole);
+        let mut deepest = 0;
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let inside = hole.get_pixel(x as u32, y as u32)[0] != 0;
+                // Brute force: the nearest pixel outside, the ring beyond the edges included.
+                let mut nearest = i64::MAX;
+                for oy in -1..=h as i64 {
+                    for ox in -1..=w as i64 {
+                        let out = ox < 0
+                            || oy < 0
+                            || ox >= w as i64
+                            || oy >= h as i64
+                            || hole.get_pixel(ox as u32, oy as u32)[0] == 0;
+                        if out {
+                            nearest = nearest.min((ox - x).abs().max((oy - y).abs()));
+                        }
+                    }
+                }
+                let want = inside.then(|| (nearest - 1) as u32);
+                assert_eq!(
+                    depth[(y as u32 * w + x as u32) as usize],
+                    want,
+                    "({x}, {y})"
+                );
+                deepest = deepest.max(want.unwrap_or(0));
+            }
+        }
+        // The union is deeper than either box's own half side would suggest at the overlap.
+        assert!(deepest >= 3, "{deepest}");
+        // The box on the right edge: its pixel at the edge is on the rim.
+        assert_eq!(depth[(2 * w + w - 1) as usize], Some(0));
+        assert_eq!(depth[(2 * w + w - 3) as usize], Some(2));
+    }
+
+    #[test]
+    fn tallies_by_depth_put_each_pixel_in_its_range() {
+        let hole = box_hole(40, 40, &[Rect::new(0, 0, 40, 40)]);
+        let depth = hole_depth(&hole);
+        let truth = GrayImage::new(40, 40);
+        // Wrong (bright) exactly at depth 10.
+        let mut got = GrayImage::new(40, 40);
+        for (i, d) in depth.iter().enumerate() {
+            if *d == Some(10) {
+                got.put_pixel(i as u32 % 40, i as u32 / 40, Luma([255]));
+            }
+        }
+        let mut t = [Tally::default(); 4];
+        Tally::add_by_depth(&mut t, &got, &truth, &depth);
+        let n: Vec<u64> = t.iter().map(|t| t.n).collect();
+        // Depths 0-3, 4-7, 8-15, 16-19 of a 40 px square: rings of 40-2d side.
+        let ring = |d: u64| (40 - 2 * d).pow(2) - (38 - 2 * d).pow(2);
+        assert_eq!(
+            n,
+            vec![
+                (0..4).map(ring).sum::<u64>(),
+                (4..8).map(ring).sum::<u64>(),
+                (8..16).map(ring).sum::<u64>(),
+                (16..20).map(ring).sum::<u64>()
+            ]
+        );
+        assert_eq!(t[2].wrong, ring(10));
+        assert_eq!(t[0].wrong + t[1].wrong + t[3].wrong, 0);
     }
 
     #[test]
