@@ -395,51 +395,63 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         "floor: defect image and template disagree on {:.2}% of the pixels outside the boxes (misalignment)",
         100.0 * r.floor_pixel_error
     );
-    println!("hole pixel error by box size (long side, margin included):");
-    println!(
-        "  {:<54} {:>6} {:>7} {:>9} {:>10} {:>6}",
-        "", "boxes", "pixels", "real", "self-test", "copy"
+    // One line of the breakdowns: range, boxes, share of the hole pixels, then the errors
+    // (fractions) on the real pairs, in the self-test and of copying.
+    let line = |range: &str, boxes: &str, [share, real, own, copy]: [f64; 4]| {
+        println!(
+            "  {range:<54} {boxes:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",
+            100.0 * share,
+            100.0 * real,
+            100.0 * own,
+            100.0 * copy
+        );
+    };
+    let header = |title: &str, boxes: &str| {
+        println!("{title}");
+        println!(
+            "  {:<54} {boxes:>6} {:>7} {:>9} {:>10} {:>6}",
+            "", "pixels", "real", "self-test", "copy"
+        );
+    };
+    let range = |from: u32, to: Option<u32>, open: &str| match to {
+        None => format!("{from} px and {open}"),
+        Some(to) => format!("{from}-{to} px"),
+    };
+    header(
+        "hole pixel error by box size (long side, margin included):",
+        "boxes",
     );
     for s in &r.by_size {
-        let range = match s.to_px {
-            None => format!("{} px and more", s.from_px),
-            Some(to) => format!("{}-{to} px", s.from_px),
+        let scaled = if s.scaled {
+            " (window scaled down)"
+        } else {
+            ""
         };
-        println!(
-            "  {:<54} {:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",
-            format!(
-                "{range}{}",
-                if s.scaled {
-                    " (window scaled down)"
-                } else {
-                    ""
-                }
-            ),
-            s.boxes,
-            100.0 * s.pixel_share,
-            100.0 * s.hole_pixel_error,
-            100.0 * s.selftest_hole_pixel_error,
-            100.0 * s.copy_hole_pixel_error
+        line(
+            &format!("{}{scaled}", range(s.from_px, s.to_px, "more")),
+            &s.boxes.to_string(),
+            [
+                s.pixel_share,
+                s.hole_pixel_error,
+                s.selftest_hole_pixel_error,
+                s.copy_hole_pixel_error,
+            ],
         );
     }
-    println!("hole pixel error by depth in the hole (distance to the nearest pixel outside it):");
-    println!(
-        "  {:<54} {:>6} {:>7} {:>9} {:>10} {:>6}",
-        "", "", "pixels", "real", "self-test", "copy"
+    header(
+        "hole pixel error by depth in the hole (distance to the nearest pixel outside it):",
+        "",
     );
     for d in &r.by_depth {
-        let range = match d.to_px {
-            None => format!("{} px and deeper", d.from_px),
-            Some(to) => format!("{}-{to} px", d.from_px),
-        };
-        println!(
-            "  {:<54} {:>6} {:>6.1}% {:>8.2}% {:>9.2}% {:>5.2}%",
-            range,
+        line(
+            &range(d.from_px, d.to_px, "deeper"),
             "",
-            100.0 * d.pixel_share,
-            100.0 * d.hole_pixel_error,
-            100.0 * d.selftest_hole_pixel_error,
-            100.0 * d.copy_hole_pixel_error
+            [
+                d.pixel_share,
+                d.hole_pixel_error,
+                d.selftest_hole_pixel_error,
+                d.copy_hole_pixel_error,
+            ],
         );
     }
     match &r.context {
