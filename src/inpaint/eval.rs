@@ -499,7 +499,7 @@ pub fn evaluate(
     // Per size range: (boxes, real, self-test, copy).
     let mut sized = [(); 4].map(|_| (0usize, Tally::default(), Tally::default(), Tally::default()));
     // Per depth range: real, self-test, copy.
-    let mut deep = [(); 3].map(|_| [Tally::default(); 4]);
+    let mut deep = [[Tally::default(); DEPTH_EDGES.len() + 1]; 3];
     let total = ids.len();
     for (done, id) in ids.iter().enumerate() {
         progress(done, total);
@@ -722,7 +722,7 @@ mod tests {
                 deepest = deepest.max(want.unwrap_or(0));
             }
         }
-        // The union is deeper than either box's own half side would suggest at the overlap.
+        // More than the rim is checked: the first box (7 px high) reaches depth 3.
         assert!(deepest >= 3, "{deepest}");
         // The box on the right edge: its pixel at the edge is on the rim.
         assert_eq!(depth[(2 * w + w - 1) as usize], Some(0));
