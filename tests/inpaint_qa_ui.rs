@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use dtgan_studio::imaging::rect::Rect;
+use dtgan_studio::inpaint::apply::RIM_RING;
 use dtgan_studio::project::{ImageEntry, InpaintInfo, Project, RelPath, Role, TwinStatus};
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::inpaint_qa::InpaintQaPane;
@@ -57,6 +58,7 @@ fn project(dir: &std::path::Path) -> Project {
             checkpoint: "0".repeat(64),
             seam,
             ensemble: false,
+            peel: 0,
         });
         entries.push(d);
         entries.push(t);
@@ -372,6 +374,8 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     h.run_steps(2);
     h.get_by_label("spot").click();
     h.run_steps(2);
+    h.get_by_label("Rim inwards").click();
+    h.run_steps(2);
     h.get_by_label("Make twins").click();
     h.run_steps(3);
     let cmds = drain(&rx);
@@ -386,6 +390,7 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     assert_eq!(req.project, h.state().project().root);
     assert_eq!(req.class.as_deref(), Some("spot"));
     assert!(!req.redo_accepted);
+    assert_eq!((req.ensemble, req.peel), (false, RIM_RING));
 
     // While twins are made, the form offers Cancel instead; the end brings Make twins back.
     assert!(h.query_by_label("Make twins").is_none());
@@ -401,6 +406,20 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     h.run_steps(2);
     assert!(h.query_by_label("Make twins").is_some());
     assert!(h.query_by_label("Cancel").is_none());
+
+    // Unticked, the fill is in one pass again.
+    h.get_by_label("Rim inwards").click();
+    h.run_steps(2);
+    h.get_by_label("Make twins").click();
+    h.run_steps(3);
+    let peels: Vec<u32> = drain(&rx)
+        .iter()
+        .filter_map(|c| match c {
+            Command::ApplyInpaint(r) => Some(r.peel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(peels, vec![0]);
 }
 
 #[test]

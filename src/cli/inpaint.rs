@@ -259,6 +259,10 @@ pub struct ApplyArgs {
     /// compute).
     #[arg(long)]
     pub ensemble: bool,
+    /// Fill each box from its rim inwards in rings of this many pixels, one pass each, each
+    /// pass keeping its outer ring (0: in one pass).
+    #[arg(long, default_value_t = 0)]
+    pub peel: u32,
 }
 
 /// Runs `inpaint apply`.
@@ -271,6 +275,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
         redo_accepted: args.redo_accepted,
         device: args.device,
         ensemble: args.ensemble,
+        peel: args.peel,
     };
     let bar = super::progress_bar("twins");
     let s = apply_project(
@@ -332,6 +337,10 @@ pub struct EvalArgs {
     /// compute).
     #[arg(long)]
     pub ensemble: bool,
+    /// Fill each box from its rim inwards in rings of this many pixels, one pass each, each
+    /// pass keeping its outer ring (0: in one pass).
+    #[arg(long, default_value_t = 0)]
+    pub peel: u32,
 }
 
 /// Runs `inpaint eval`.
@@ -345,6 +354,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         limit: args.limit,
         device: args.device,
         ensemble: args.ensemble,
+        peel: args.peel,
         examples: args.examples.clone().map(|d| (d, args.examples_count)),
     };
     let bar = super::progress_bar("eval");
@@ -359,7 +369,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}{}",
+        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}{}{}",
         r.pairs,
         r.boxes,
         r.margin,
@@ -373,6 +383,10 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             "; fills: mean of the 8 flips and quarter turns (--ensemble)"
         } else {
             ""
+        },
+        match r.peel {
+            0 => String::new(),
+            p => format!("; filled from the rim inwards in {p} px rings (--peel)"),
         }
     );
     println!("{:<28} {:>16} {:>10}", "", "hole pixel error", "PSNR dB");

@@ -2034,6 +2034,7 @@ mod tests {
             checkpoint: "0".repeat(64),
             seam: 1.0,
             ensemble: false,
+            peel: 0,
         });
         assert!(shows_real_pattern(&t));
     }

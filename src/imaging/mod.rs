@@ -3,5 +3,6 @@
 pub mod augment;
 pub mod boxes;
 pub mod clahe;
+pub mod depth;
 pub mod io;
 pub mod rect;

@@ -22,6 +22,7 @@ use crate::dtgan::data::{image_tensor, mask_tensor, tensor_image};
 use crate::dtgan::generate::{gray_like, resolve_checkpoint};
 use crate::dtgan::model::{read_checkpoint_hashed, restore_vars};
 use crate::imaging::boxes::{box_mask_from_mask, connected_components};
+use crate::imaging::depth::{Beyond, hole_depth};
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
 use crate::nn::NnError;
@@ -107,6 +108,9 @@ pub struct Inpainter {
     /// Fill each window as the mean of the network's fills of its eight flips and quarter turns
     /// (see [`Inpainter::with_ensemble`]).
     pub ensemble: bool,
+    /// Fill in rings of this many pixels from the rim inwards, one pass each; 0: in one pass
+    /// (see [`Inpainter::with_peel`]).
+    pub peel: u32,
     nets: Vec<Loaded>,
     device: Device,
 }
@@ -160,6 +164,7 @@ impl Inpainter {
             checkpoint: first.checkpoint.clone(),
             checkpoint_sha256: first.sha256.clone(),
             ensemble: false,
+            peel: 0,
             nets: vec![first],
             device,
         })
@@ -207,6 +212,16 @@ impl Inpainter {
         self
     }
 
+    /// With `ring` > 0, every window's hole is filled from its rim inwards: the network fills
+    /// the whole hole, the pixels less than `ring` from the known ones are kept and become
+    /// known, and the rest is filled again, until a pass reaches the middle (about
+    /// `depth / ring` passes, each costing a plain fill). Each pass so continues traces from
+    /// the one before rather than guessing the whole middle at once.
+    pub fn with_peel(mut self, ring: u32) -> Self {
+        self.peel = ring;
+        self
+    }
+
     /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
     pub fn fill(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
         Filler {
@@ -214,6 +229,7 @@ impl Inpainter {
             device: &self.device,
             side: self.config.model.image_size as u32,
             ensemble: self.ensemble,
+            peel: self.peel,
         }
         .fill(image, hole)
     }
@@ -230,6 +246,9 @@ pub(crate) struct Filler<'a> {
     pub side: u32,
     /// Fill each window as the mean of the fills of its eight flips and quarter turns.
     pub ensemble: bool,
+    /// Fill each window in rings of this many pixels from the hole's rim inwards, one pass
+    /// each (0: in one pass); see [`Inpainter::with_peel`].
+    pub peel: u32,
 }
 
 impl Filler<'_> {
@@ -267,6 +286,41 @@ impl Filler<'_> {
             .map(|k| undo_dihedral_t(&y.narrow(0, k, 1)?, k))
             .collect::<Result<_, _>>()?;
         Tensor::cat(&back, 0)?.mean_keepdim(0)
+    }
+
+    /// One window `(1, 3, n, n)` with its hole (a 0/255 mask, `n` x `n`) completed: in one pass,
+    /// or with `peel` in rings from the hole's rim inwards, each pass keeping the ring of its
+    /// fill nearest the known pixels as known for the next. The hole's pixels are the last
+    /// pass's fill or the ring kept earlier; every other pixel is the input.
+    fn fill_window(&self, x: &Tensor, hole: &GrayImage) -> candle_core::Result<Tensor> {
+        let depth = hole_depth(hole, Beyond::Nothing);
+        let deepest = depth
+            .iter()
+            .flatten()
+            .filter(|&&d| d != u32::MAX)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let (mut x, mut hole) = (x.clone(), hole.clone());
+        let mut kept = 0;
+        loop {
+            let m = mask_tensor(&hole, self.device)?;
+            let y = self.refine(&x, &m)?;
+            if self.peel == 0 || kept + self.peel > deepest {
+                return m.broadcast_mul(&y)? + (1.0 - &m)?.broadcast_mul(&x)?;
+            }
+            kept += self.peel;
+            // The ring `[kept - peel, kept)` becomes known; the rest of the hole stays.
+            let mut ring = GrayImage::new(hole.width(), hole.height());
+            for ((r, h), d) in ring.pixels_mut().zip(hole.pixels_mut()).zip(&depth) {
+                if matches!(d, Some(d) if *d < kept) && h[0] != 0 {
+                    r[0] = 255;
+                    h[0] = 0;
+                }
+            }
+            let r = mask_tensor(&ring, self.device)?;
+            x = (r.broadcast_mul(&y)? + (1.0 - &r)?.broadcast_mul(&x)?)?;
+        }
     }
 
     /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
@@ -309,8 +363,7 @@ impl Filler<'_> {
                 )
             };
             let x = image_tensor(&x_img, self.device)?.contiguous()?;
-            let m = mask_tensor(&x_mask, self.device)?;
-            let y = self.refine(&x, &m)?;
+            let y = self.fill_window(&x, &x_mask)?;
             let mut filled = tensor_image(&y, 0)?;
             if win.w != input {
                 filled = image::imageops::resize(
@@ -333,6 +386,9 @@ impl Filler<'_> {
         Ok(out)
     }
 }
+
+/// The ring width, px, of the studio's *Rim inwards* fill ([`Inpainter::with_peel`]).
+pub const RIM_RING: u32 = 8;
 
 /// The longest box side, as a fraction of the training side, that is still filled at the image's
 /// own resolution (in a window larger than the training crop). Measured on DeepPCB (step 7,624
@@ -525,6 +581,9 @@ pub struct ApplyRequest {
     pub device: DeviceChoice,
     /// Fill with the eight-fold flip-and-turn ensemble ([`Inpainter::with_ensemble`]).
     pub ensemble: bool,
+    /// Fill from the rim inwards in rings of this many pixels ([`Inpainter::with_peel`]); 0: in
+    /// one pass.
+    pub peel: u32,
 }
 
 /// What an apply did.
@@ -615,7 +674,8 @@ impl TwinMaker {
         Ok(Self {
             model: Inpainter::load(&req.run, req.device)?
                 .with_more(&req.also)?
-                .with_ensemble(req.ensemble),
+                .with_ensemble(req.ensemble)
+                .with_peel(req.peel),
             project,
         })
     }
@@ -655,6 +715,7 @@ impl TwinMaker {
             checkpoint: self.model.checkpoint_sha256.clone(),
             seam,
             ensemble: self.model.ensemble,
+            peel: self.model.peel,
         });
         Ok(t)
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::apply::{InpaintError, Inpainter, NATIVE_MAX};
 use crate::dtgan::run::{RunDir, RunInfo};
+use crate::imaging::depth::{Beyond, hole_depth};
 use crate::imaging::io::load_rgb8;
 use crate::imaging::rect::Rect;
 use crate::project::import::deeppcb::{parse_boxes, read_index};
@@ -45,6 +46,9 @@ pub struct EvalRequest {
     pub device: crate::nn::device::DeviceChoice,
     /// Fill with the eight-fold flip-and-turn ensemble ([`Inpainter::with_ensemble`]).
     pub ensemble: bool,
+    /// Fill in rings of this many pixels from the rim inwards, one pass each; 0: in one pass
+    /// ([`Inpainter::with_peel`]).
+    pub peel: u32,
     /// Write `<id>.png` (defect image | filled | template, box outlines in red) for the first
     /// this many pairs into this folder.
     pub examples: Option<(PathBuf, usize)>,
@@ -179,47 +183,6 @@ pub struct DepthRow {
 /// Upper ends (inclusive) of the depth ranges of [`EvalReport::by_depth`].
 const DEPTH_EDGES: [u32; 3] = [3, 7, 15];
 
-/// The depth of every pixel of `hole` (non-zero pixels): its chessboard distance to the nearest
-/// pixel outside the hole, less one (0 on the rim); pixels outside have `None`. Beyond the
-/// image's edge counts as outside.
-pub(crate) fn hole_depth(hole: &GrayImage) -> Vec<Option<u32>> {
-    let (w, h) = (hole.width() as usize, hole.height() as usize);
-    let inside = |x: usize, y: usize| hole.get_pixel(x as u32, y as u32)[0] != 0;
-    // Two chamfer passes with unit steps to all eight neighbours give the chessboard distance.
-    let mut d = vec![0u32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            if !inside(x, y) {
-                continue;
-            }
-            let mut best = 1 + x.min(y) as u32;
-            for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0)] {
-                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                if nx >= 0 && ny >= 0 && (nx as usize) < w {
-                    best = best.min(d[ny as usize * w + nx as usize] + 1);
-                }
-            }
-            d[y * w + x] = best;
-        }
-    }
-    for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            if d[y * w + x] == 0 {
-                continue;
-            }
-            let mut best = d[y * w + x].min((w - x).min(h - y) as u32);
-            for (dx, dy) in [(1i64, 1i64), (0, 1), (-1, 1), (1, 0)] {
-                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                if nx >= 0 && (nx as usize) < w && (ny as usize) < h {
-                    best = best.min(d[ny as usize * w + nx as usize] + 1);
-                }
-            }
-            d[y * w + x] = best;
-        }
-    }
-    d.into_iter().map(|v| v.checked_sub(1)).collect()
-}
-
 /// Upper ends (inclusive) of the long-side ranges of [`EvalReport::by_size`], for a network of
 /// input side `s`: up to 3s/8, up to s/2 (the largest box filled in a window of the training
 /// side), up to 3s/4 (the largest filled at the image's own resolution, [`NATIVE_MAX`]), and the
@@ -258,6 +221,8 @@ pub struct EvalReport {
     pub margin: u32,
     /// Whether the fills were the eight-fold flip-and-turn ensemble.
     pub ensemble: bool,
+    /// Ring width of the rim-inwards fill, px; 0: one pass.
+    pub peel: u32,
     /// The groups whose defect images the run (any run of a checkpoint ensemble whose run.json
     /// can be read) also learned from, away from their defects (`Some(empty)`: every group's):
     /// their templates and the pixels of the boxes stay unseen.
@@ -442,7 +407,8 @@ pub fn evaluate(
     let started = std::time::Instant::now();
     let model = Inpainter::load(&req.run, req.device)?
         .with_more(&req.also)?
-        .with_ensemble(req.ensemble);
+        .with_ensemble(req.ensemble)
+        .with_peel(req.peel);
     let index = read_index(&req.data.join("index.csv"));
     if index.is_empty() {
         return Err(EvalError::Data(format!(
@@ -555,7 +521,7 @@ pub fn evaluate(
             row.2.add_rect(&self_filled, &temp_g, *b);
             row.3.add_rect(&test_g, &temp_g, *b);
         }
-        let depth = hole_depth(&hole);
+        let depth = hole_depth(&hole, Beyond::Known);
         for (tallies, got) in deep.iter_mut().zip([&filled, &self_filled, &test_g]) {
             Tally::add_by_depth(tallies, got, &temp_g, &depth);
         }
@@ -599,6 +565,7 @@ pub fn evaluate(
         boxes: boxes_total,
         margin: req.margin,
         ensemble: req.ensemble,
+        peel: req.peel,
         context: learned_from(&infos),
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,
@@ -682,57 +649,9 @@ mod tests {
     }
 
     #[test]
-    fn hole_depth_is_the_chessboard_distance_to_the_nearest_pixel_outside() {
-        // Two overlapping boxes and a box at the image's edge, whose outside lies beyond it.
-        let (w, h) = (23u32, 17u32);
-        let hole = box_hole(
-            w,
-            h,
-            &[
-                Rect::new(2, 3, 9, 7),
-                Rect::new(7, 6, 8, 9),
-                Rect::new(17, 0, 6, 5),
-            ],
-        );
-        let depth = hole_depth(&hole);
-        let mut deepest = 0;
-        for y in 0..h as i64 {
-            for x in 0..w as i64 {
-                let inside = hole.get_pixel(x as u32, y as u32)[0] != 0;
-                // Brute force: the nearest pixel outside, the ring beyond the edges included.
-                let mut nearest = i64::MAX;
-                for oy in -1..=h as i64 {
-                    for ox in -1..=w as i64 {
-                        let out = ox < 0
-                            || oy < 0
-                            || ox >= w as i64
-                            || oy >= h as i64
-                            || hole.get_pixel(ox as u32, oy as u32)[0] == 0;
-                        if out {
-                            nearest = nearest.min((ox - x).abs().max((oy - y).abs()));
-                        }
-                    }
-                }
-                let want = inside.then(|| (nearest - 1) as u32);
-                assert_eq!(
-                    depth[(y as u32 * w + x as u32) as usize],
-                    want,
-                    "({x}, {y})"
-                );
-                deepest = deepest.max(want.unwrap_or(0));
-            }
-        }
-        // More than the rim is checked: the first box (7 px high) reaches depth 3.
-        assert!(deepest >= 3, "{deepest}");
-        // The box on the right edge: its pixel at the edge is on the rim.
-        assert_eq!(depth[(2 * w + w - 1) as usize], Some(0));
-        assert_eq!(depth[(2 * w + w - 3) as usize], Some(2));
-    }
-
-    #[test]
     fn tallies_by_depth_put_each_pixel_in_its_range() {
         let hole = box_hole(40, 40, &[Rect::new(0, 0, 40, 40)]);
-        let depth = hole_depth(&hole);
+        let depth = hole_depth(&hole, Beyond::Known);
         let truth = GrayImage::new(40, 40);
         // Wrong (bright) exactly at depth 10.
         let mut got = GrayImage::new(40, 40);

@@ -442,6 +442,7 @@ impl InpaintTrainer {
             device: self.device(),
             side: self.config.model.image_size as u32,
             ensemble: false,
+            peel: 0,
         };
         let mut tally = Tally::default();
         for c in &self.val_boxes {

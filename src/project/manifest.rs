@@ -211,6 +211,14 @@ pub struct InpaintInfo {
     /// absent: a plain fill).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ensemble: bool,
+    /// The ring width, px, of a fill made from the rim inwards (`inpaint apply --peel`; absent:
+    /// in one pass).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peel: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Where a synthetic image came from: enough to reproduce it bit for bit.
@@ -397,9 +405,11 @@ mod tests {
             checkpoint: "ab".into(),
             seam: 1.5,
             ensemble: true,
+            peel: 8,
         };
         let text = serde_json::to_string(&info).expect("json");
         assert!(text.contains("\"ensemble\":true"), "{text}");
+        assert!(text.contains("\"peel\":8"), "{text}");
         assert_eq!(
             serde_json::from_str::<InpaintInfo>(&text).expect("read"),
             info
@@ -407,8 +417,10 @@ mod tests {
         let old: InpaintInfo =
             serde_json::from_str(r#"{"checkpoint":"ab","seam":1.5}"#).expect("old twin");
         assert!(!old.ensemble);
+        assert_eq!(old.peel, 0);
         let plain = serde_json::to_string(&old).expect("json");
         assert!(!plain.contains("ensemble"), "{plain}");
+        assert!(!plain.contains("peel"), "{plain}");
     }
 
     #[test]
@@ -421,6 +433,7 @@ mod tests {
             checkpoint: "00".into(),
             seam: 1.0,
             ensemble: false,
+            peel: 0,
         });
         assert!(!made.is_real_template());
         assert!(!made.twin_trains(), "not reviewed yet");

@@ -558,6 +558,7 @@ mod tests {
             redo_accepted: false,
             device: crate::nn::device::DeviceChoice::Cpu,
             ensemble: false,
+            peel: 0,
         }))
     }
 

@@ -278,6 +278,49 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     );
     assert_ne!(mean, plain, "the ensemble made the plain fill");
     let model = model.with_ensemble(false);
+    // Rim inwards: the fill equals plain fills done ring by ring, each keeping the pixels less
+    // than `ring` further in than the last (to rounding, as the plain fills round the kept
+    // rings to 8 bits between passes); outside the hole the image is unchanged.
+    let ring = 1;
+    let depth = hole_depth(&hole, Beyond::Nothing);
+    let deepest = depth.iter().flatten().max().copied().unwrap_or(0);
+    assert!(deepest >= 2 * ring, "the hole is only {deepest} px deep");
+    let (mut by_hand, mut left, mut kept) = (square.clone(), hole.clone(), 0);
+    let mut passes = 0;
+    loop {
+        let f = model.fill(&by_hand, &left).expect("pass");
+        passes += 1;
+        if kept + ring > deepest {
+            by_hand = f;
+            break;
+        }
+        kept += ring;
+        for (i, d) in depth.iter().enumerate() {
+            let (x, y) = (i as u32 % side, i as u32 / side);
+            if matches!(d, Some(d) if *d < kept) && left.get_pixel(x, y)[0] != 0 {
+                by_hand.put_pixel(x, y, *f.get_pixel(x, y));
+                left.put_pixel(x, y, Luma([0]));
+            }
+        }
+    }
+    assert!(passes >= 3, "{passes} passes");
+    let model = model.with_peel(ring);
+    let peeled = model.fill(&square, &hole).expect("peel");
+    let mut worst = 0u8;
+    for (x, y, p) in peeled.enumerate_pixels() {
+        if hole.get_pixel(x, y)[0] == 0 {
+            assert_eq!(p, square.get_pixel(x, y), "the peel changed ({x}, {y})");
+        } else {
+            let q = by_hand.get_pixel(x, y);
+            worst = (0..3).map(|c| p[c].abs_diff(q[c])).fold(worst, u8::max);
+        }
+    }
+    assert!(
+        worst <= 3,
+        "the peel is off the ring-by-ring fill by {worst}"
+    );
+    assert_ne!(peeled, plain, "the peel made the plain fill");
+    let model = model.with_peel(0);
     let wrong_size = GrayImage::new(3, 3);
     assert!(matches!(
         model.fill(&img, &wrong_size),
@@ -294,6 +337,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             redo_accepted: false,
             device: DeviceChoice::Cpu,
             ensemble: false,
+            peel: 2,
         },
         &mut |_, _| {},
         &|| false,
@@ -310,7 +354,10 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     assert_eq!(twins.len(), summary.made);
     for t in &twins {
         assert_eq!(t.twin_status, Some(TwinStatus::PendingReview));
-        assert_eq!(t.inpaint.as_ref().map(|i| i.ensemble), Some(false));
+        assert_eq!(
+            t.inpaint.as_ref().map(|i| (i.ensemble, i.peel)),
+            Some((false, 2))
+        );
         let defect = project
             .manifest
             .image(t.twin_of.as_deref().expect("twin_of"))
@@ -351,6 +398,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             redo_accepted: false,
             device: DeviceChoice::Cpu,
             ensemble: false,
+            peel: 0,
         },
         &mut |_, _| {},
         &|| false,

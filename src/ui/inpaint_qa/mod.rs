@@ -18,7 +18,7 @@ use super::canvas::{ImageCanvas, ViewTransform};
 use super::picker::{FolderPicker, typed_folder};
 use crate::imaging::boxes::box_rects_from_mask;
 use crate::imaging::rect::Rect as PxRect;
-use crate::inpaint::apply::{ApplyRequest, seam_outlier_threshold};
+use crate::inpaint::apply::{ApplyRequest, RIM_RING, seam_outlier_threshold};
 use crate::nn::device::DeviceChoice;
 use crate::project::{Project, Role, TwinStatus};
 use crate::protocol::Command;
@@ -140,6 +140,8 @@ struct MakeForm {
     making: bool,
     /// Fill with the eight-fold flip-and-turn ensemble.
     ensemble: bool,
+    /// Fill from the rim inwards ([`RIM_RING`] px rings).
+    rim_inwards: bool,
 }
 
 /// State of the Inpaint QA pane.
@@ -527,6 +529,12 @@ impl InpaintQaPane {
                 "Fill each box as the mean of the fills of its eight flips and quarter turns \
                  (eight times slower)",
             );
+            ui.checkbox(&mut form.rim_inwards, "Rim inwards")
+                .on_hover_text(format!(
+                    "Fill each box in rings of {RIM_RING} px from its border inwards, each ring \
+                 continuing the one before (a pass per ring: three to four times slower on \
+                 DeepPCB's boxes)"
+                ));
             let run = typed_folder(&form.run);
             let ready = run.is_some() && cx.project.is_some();
             let make = ui
@@ -543,6 +551,7 @@ impl InpaintQaPane {
                     redo_accepted: false,
                     device: DeviceChoice::Auto,
                     ensemble: form.ensemble,
+                    peel: if form.rim_inwards { RIM_RING } else { 0 },
                 };
                 match cx.commands.send(Command::ApplyInpaint(Box::new(req))) {
                     Ok(()) => {
