@@ -388,7 +388,7 @@ impl Filler<'_> {
 }
 
 /// The ring width, px, of the studio's *Rim inwards* fill ([`Inpainter::with_peel`]).
-pub const RIM_RING: u32 = 8;
+pub const RIM_RING: u32 = 4;
 
 /// The longest box side, as a fraction of the training side, that is still filled at the image's
 /// own resolution (in a window larger than the training crop). Measured on DeepPCB (step 7,624

@@ -532,7 +532,7 @@ impl InpaintQaPane {
             ui.checkbox(&mut form.rim_inwards, "Rim inwards")
                 .on_hover_text(format!(
                     "Fill each box in rings of {RIM_RING} px from its border inwards, each ring \
-                 continuing the one before (a pass per ring: three to four times slower on \
+                 continuing the one before (a pass per ring: about six times slower on \
                  DeepPCB's boxes)"
                 ));
             let run = typed_folder(&form.run);
