@@ -278,9 +278,9 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     );
     assert_ne!(mean, plain, "the ensemble made the plain fill");
     let model = model.with_ensemble(false);
-    // Rim inwards: the fill equals plain fills done ring by ring, each keeping the pixels less
-    // than `ring` further in than the last (to rounding, as the plain fills round the kept
-    // rings to 8 bits between passes); outside the hole the image is unchanged.
+    // Rim inwards: the fill equals plain fills done ring by ring, each pass keeping the next
+    // `ring` px of the hole's depth (to rounding, as the plain fills round the kept rings to
+    // 8 bits between passes); outside the hole the image is unchanged.
     let ring = 1;
     let depth = hole_depth(&hole, Beyond::Nothing);
     let deepest = depth.iter().flatten().max().copied().unwrap_or(0);
