@@ -291,8 +291,13 @@ impl Filler<'_> {
     /// One window `(1, 3, n, n)` with its hole (a 0/255 mask, `n` x `n`) completed: in one pass,
     /// or with `peel` in rings from the hole's rim inwards, each pass keeping the ring of its
     /// fill nearest the known pixels as known for the next. The hole's pixels are the last
-    /// pass's fill or the ring kept earlier; every other pixel is the input.
+    /// pass's fill or the ring kept earlier. Outside the hole: in one pass the network's raw
+    /// output, with rings the input ([`Filler::fill`] pastes back only the hole's pixels).
     fn fill_window(&self, x: &Tensor, hole: &GrayImage) -> candle_core::Result<Tensor> {
+        let mut m = mask_tensor(hole, self.device)?;
+        if self.peel == 0 {
+            return self.refine(x, &m);
+        }
         let depth = hole_depth(hole, Beyond::Nothing);
         let deepest = depth
             .iter()
@@ -304,9 +309,8 @@ impl Filler<'_> {
         let (mut x, mut hole) = (x.clone(), hole.clone());
         let mut kept = 0;
         loop {
-            let m = mask_tensor(&hole, self.device)?;
             let y = self.refine(&x, &m)?;
-            if self.peel == 0 || kept + self.peel > deepest {
+            if kept + self.peel > deepest {
                 return m.broadcast_mul(&y)? + (1.0 - &m)?.broadcast_mul(&x)?;
             }
             kept += self.peel;
@@ -320,6 +324,7 @@ impl Filler<'_> {
             }
             let r = mask_tensor(&ring, self.device)?;
             x = (r.broadcast_mul(&y)? + (1.0 - &r)?.broadcast_mul(&x)?)?;
+            m = mask_tensor(&hole, self.device)?;
         }
     }
 
