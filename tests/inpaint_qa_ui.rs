@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
+use dtgan_studio::imaging::exemplar::{self, CopyRepeats, Turns};
 use dtgan_studio::imaging::rect::Rect;
 use dtgan_studio::inpaint::apply::RIM_RING;
 use dtgan_studio::project::{ImageEntry, InpaintInfo, Project, RelPath, Role, TwinStatus};
@@ -59,6 +60,8 @@ fn project(dir: &std::path::Path) -> Project {
             seam,
             ensemble: false,
             peel: 0,
+            exemplar: None,
+            copied: 0,
         });
         entries.push(d);
         entries.push(t);
@@ -391,6 +394,7 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     assert_eq!(req.class.as_deref(), Some("spot"));
     assert!(!req.redo_accepted);
     assert_eq!((req.ensemble, req.peel), (false, RIM_RING));
+    assert_eq!(req.exemplar, None, "Copy repeats is off until ticked");
 
     // While twins are made, the form offers Cancel instead; the end brings Make twins back.
     assert!(h.query_by_label("Make twins").is_none());
@@ -407,19 +411,30 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     assert!(h.query_by_label("Make twins").is_some());
     assert!(h.query_by_label("Cancel").is_none());
 
-    // Unticked, the fill is in one pass again.
+    // Unticked, the fill is in one pass again; Copy repeats ticked asks for the studio's
+    // default limit, without turns.
     h.get_by_label("Rim inwards").click();
+    h.get_by_label("Copy repeats").click();
     h.run_steps(2);
     h.get_by_label("Make twins").click();
     h.run_steps(3);
-    let peels: Vec<u32> = drain(&rx)
+    let sent: Vec<_> = drain(&rx)
         .iter()
         .filter_map(|c| match c {
-            Command::ApplyInpaint(r) => Some(r.peel),
+            Command::ApplyInpaint(r) => Some((r.peel, r.exemplar)),
             _ => None,
         })
         .collect();
-    assert_eq!(peels, vec![0]);
+    assert_eq!(
+        sent,
+        vec![(
+            0,
+            Some(CopyRepeats {
+                max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
+                turns: Turns::None,
+            })
+        )]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::dtgan::Preset;
 use crate::dtgan::run::{StopReason, TrainControl, TrainEvent};
 use crate::dtgan::train::Validation;
+use crate::imaging::exemplar::{CopyRepeats, Turns};
 use crate::inpaint::apply::{ApplyRequest, apply_project};
 use crate::inpaint::config::InpaintConfig;
 use crate::inpaint::data::CONTEXT_MARGIN;
@@ -263,6 +264,40 @@ pub struct ApplyArgs {
     /// pass keeping its outer ring (0: in one pass).
     #[arg(long, default_value_t = 0)]
     pub peel: u32,
+    #[command(flatten)]
+    pub exemplar: ExemplarArgs,
+}
+
+/// Copying boxes from repeats of their surroundings, for `inpaint apply` and `inpaint eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExemplarArgs {
+    /// Copy each box whose surroundings occur again elsewhere in its image (a trace that goes
+    /// on, a row of pads) from the best-matching place, where the surroundings there mismatch
+    /// by at most MAX (mean absolute grey difference over 12 px around the box, as a fraction
+    /// of full scale; without a value 0.05); the network fills the other boxes.
+    #[arg(long, value_name = "MAX", num_args = 0..=1, default_missing_value = "0.05")]
+    pub exemplar: Option<f64>,
+    /// With `--exemplar`, also copy from places where the pattern is flipped or turned a
+    /// quarter.
+    #[arg(long, requires = "exemplar")]
+    pub exemplar_turns: bool,
+}
+
+impl ExemplarArgs {
+    /// The copying asked for; an error for a limit outside 0..=1.
+    pub fn copy_repeats(&self) -> anyhow::Result<Option<CopyRepeats>> {
+        self.exemplar
+            .map(|max| {
+                if !(0.0..=1.0).contains(&max) {
+                    anyhow::bail!("--exemplar {max}: the mismatch limit is a fraction of full scale, from 0 to 1");
+                }
+                Ok(CopyRepeats {
+                    max_mismatch: max,
+                    turns: if self.exemplar_turns { Turns::All } else { Turns::None },
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Runs `inpaint apply`.
@@ -276,6 +311,7 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
         device: args.device,
         ensemble: args.ensemble,
         peel: args.peel,
+        exemplar: args.exemplar.copy_repeats()?,
     };
     let bar = super::progress_bar("twins");
     let s = apply_project(
@@ -341,6 +377,8 @@ pub struct EvalArgs {
     /// pass keeping its outer ring (0: in one pass).
     #[arg(long, default_value_t = 0)]
     pub peel: u32,
+    #[command(flatten)]
+    pub exemplar: ExemplarArgs,
 }
 
 /// Runs `inpaint eval`.
@@ -355,6 +393,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         device: args.device,
         ensemble: args.ensemble,
         peel: args.peel,
+        exemplar: args.exemplar.copy_repeats()?,
         examples: args.examples.clone().map(|d| (d, args.examples_count)),
     };
     let bar = super::progress_bar("eval");
@@ -369,7 +408,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}{}{}",
+        "{} pairs, {} boxes (+{} px) of group(s) {}; checkpoint {}{}{}{}{}",
         r.pairs,
         r.boxes,
         r.margin,
@@ -387,6 +426,21 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         match r.peel {
             0 => String::new(),
             p => format!("; filled from the rim inwards in {p} px rings (--peel)"),
+        },
+        match r.exemplar {
+            None => String::new(),
+            Some(x) => format!(
+                "; copied from a repeat{} where it mismatched by at most {} (--exemplar): {} and {} (self-test) of {} parts",
+                if x.turns == Turns::All {
+                    ", flipped or turned,"
+                } else {
+                    ""
+                },
+                x.max_mismatch,
+                r.copied_parts.0,
+                r.copied_parts.1,
+                r.parts
+            ),
         }
     );
     println!("{:<28} {:>16} {:>10}", "", "hole pixel error", "PSNR dB");

@@ -2035,6 +2035,8 @@ mod tests {
             seam: 1.0,
             ensemble: false,
             peel: 0,
+            exemplar: None,
+            copied: 0,
         });
         assert!(shows_real_pattern(&t));
     }

@@ -4,5 +4,6 @@ pub mod augment;
 pub mod boxes;
 pub mod clahe;
 pub mod depth;
+pub mod exemplar;
 pub mod io;
 pub mod rect;

@@ -23,6 +23,7 @@ use crate::dtgan::generate::{gray_like, resolve_checkpoint};
 use crate::dtgan::model::{read_checkpoint_hashed, restore_vars};
 use crate::imaging::boxes::{box_mask_from_mask, connected_components};
 use crate::imaging::depth::{Beyond, hole_depth};
+use crate::imaging::exemplar::{self, CopyRepeats};
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
 use crate::nn::NnError;
@@ -111,6 +112,9 @@ pub struct Inpainter {
     /// Fill in rings of this many pixels from the rim inwards, one pass each; 0: in one pass
     /// (see [`Inpainter::with_peel`]).
     pub peel: u32,
+    /// Copy each part of a hole from the best-matching place elsewhere in its image where that
+    /// place's surroundings match well enough (see [`Inpainter::with_exemplar`]).
+    pub exemplar: Option<CopyRepeats>,
     nets: Vec<Loaded>,
     device: Device,
 }
@@ -165,6 +169,7 @@ impl Inpainter {
             checkpoint_sha256: first.sha256.clone(),
             ensemble: false,
             peel: 0,
+            exemplar: None,
             nets: vec![first],
             device,
         })
@@ -222,8 +227,48 @@ impl Inpainter {
         self
     }
 
+    /// With `Some(how)`, each part of a hole whose surroundings occur again elsewhere in the
+    /// image (mismatching by at most `how.max_mismatch`: mean absolute grey difference, as a
+    /// fraction of full scale, over [`exemplar::DEFAULT_RING`] px around its box) is copied
+    /// from there ([`exemplar::copy_repeats`]); the network fills the rest. A repeating
+    /// pattern (a trace that goes on past the hole, a row of pads) is so continued exactly.
+    pub fn with_exemplar(mut self, how: Option<CopyRepeats>) -> Self {
+        self.exemplar = how;
+        self
+    }
+
     /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
     pub fn fill(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
+        self.fill_counting(image, hole).map(|f| f.image)
+    }
+
+    /// [`Inpainter::fill`], saying how many parts of the hole were copied from a repeat
+    /// ([`Inpainter::with_exemplar`]).
+    pub fn fill_counting(
+        &self,
+        image: &RgbImage,
+        hole: &GrayImage,
+    ) -> Result<Filled, InpaintError> {
+        let Some(how) = self.exemplar else {
+            return Ok(Filled {
+                image: self.fill_network(image, hole)?,
+                copied: 0,
+            });
+        };
+        let c = exemplar::copy_repeats(image, hole, how);
+        let image = if c.copied == c.parts {
+            c.image
+        } else {
+            self.fill_network(&c.image, &c.hole)?
+        };
+        Ok(Filled {
+            image,
+            copied: c.copied,
+        })
+    }
+
+    /// `image` with the hole filled by the network(s) alone.
+    fn fill_network(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
         Filler {
             nets: self.nets.iter().map(|n| &n.net).collect(),
             device: &self.device,
@@ -233,6 +278,14 @@ impl Inpainter {
         }
         .fill(image, hole)
     }
+}
+
+/// A filled image, and how many parts of its hole were copied from a repeat.
+pub struct Filled {
+    /// The image, filled.
+    pub image: RgbImage,
+    /// Parts of the hole copied ([`Inpainter::with_exemplar`]).
+    pub copied: usize,
 }
 
 /// A generator in use, borrowed: [`Inpainter`] fills with its own, and the trainer validates
@@ -592,6 +645,8 @@ pub struct ApplyRequest {
     /// Fill from the rim inwards in rings of this many pixels ([`Inpainter::with_peel`]); 0: in
     /// one pass.
     pub peel: u32,
+    /// Copy boxes from repeats of their surroundings ([`Inpainter::with_exemplar`]).
+    pub exemplar: Option<CopyRepeats>,
 }
 
 /// What an apply did.
@@ -683,7 +738,8 @@ impl TwinMaker {
             model: Inpainter::load(&req.run, req.device)?
                 .with_more(&req.also)?
                 .with_ensemble(req.ensemble)
-                .with_peel(req.peel),
+                .with_peel(req.peel)
+                .with_exemplar(req.exemplar),
             project,
         })
     }
@@ -708,7 +764,8 @@ impl TwinMaker {
                 mask: hole.dimensions(),
             });
         }
-        let twin = self.model.fill(&image, &hole)?;
+        let filled = self.model.fill_counting(&image, &hole)?;
+        let twin = filled.image;
         let seam = seam_score(&twin, &hole);
         let rel = twin_path(&entry.id);
         let abs = project.ensure_parent(&rel)?;
@@ -724,6 +781,8 @@ impl TwinMaker {
             seam,
             ensemble: self.model.ensemble,
             peel: self.model.peel,
+            exemplar: self.model.exemplar,
+            copied: filled.copied,
         });
         Ok(t)
     }

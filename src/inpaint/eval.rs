@@ -17,7 +17,9 @@ use serde::Serialize;
 
 use super::apply::{InpaintError, Inpainter, NATIVE_MAX};
 use crate::dtgan::run::{RunDir, RunInfo};
+use crate::imaging::boxes::connected_components;
 use crate::imaging::depth::{Beyond, hole_depth};
+use crate::imaging::exemplar::CopyRepeats;
 use crate::imaging::io::load_rgb8;
 use crate::imaging::rect::Rect;
 use crate::project::import::deeppcb::{parse_boxes, read_index};
@@ -49,6 +51,9 @@ pub struct EvalRequest {
     /// Fill in rings of this many pixels from the rim inwards, one pass each; 0: in one pass
     /// ([`Inpainter::with_peel`]).
     pub peel: u32,
+    /// Copy the parts of a hole whose surroundings repeat elsewhere in the image
+    /// ([`Inpainter::with_exemplar`]); the network fills the rest.
+    pub exemplar: Option<CopyRepeats>,
     /// Write `<id>.png` (defect image | filled | template, box outlines in red) for the first
     /// this many pairs into this folder.
     pub examples: Option<(PathBuf, usize)>,
@@ -223,6 +228,14 @@ pub struct EvalReport {
     pub ensemble: bool,
     /// Ring width of the rim-inwards fill, px; 0: one pass.
     pub peel: u32,
+    /// How parts of the holes were copied from repeats ([`EvalRequest::exemplar`]); `None`:
+    /// the network filled every part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exemplar: Option<CopyRepeats>,
+    /// Parts of the holes (8-connected; overlapping boxes make one), per image kind.
+    pub parts: usize,
+    /// Parts copied from a repeat in the defect images, and in the templates (self-test).
+    pub copied_parts: (usize, usize),
     /// The groups whose defect images the run (any run of a checkpoint ensemble whose run.json
     /// can be read) also learned from, away from their defects (`Some(empty)`: every group's):
     /// their templates and the pixels of the boxes stay unseen.
@@ -408,7 +421,8 @@ pub fn evaluate(
     let model = Inpainter::load(&req.run, req.device)?
         .with_more(&req.also)?
         .with_ensemble(req.ensemble)
-        .with_peel(req.peel);
+        .with_peel(req.peel)
+        .with_exemplar(req.exemplar);
     let index = read_index(&req.data.join("index.csv"));
     if index.is_empty() {
         return Err(EvalError::Data(format!(
@@ -461,6 +475,7 @@ pub fn evaluate(
     );
     let (mut floor_wrong, mut floor_n) = (0u64, 0u64);
     let mut boxes_total = 0;
+    let (mut parts, mut copied, mut self_copied) = (0, 0, 0);
     let edges = size_edges(model.config.model.image_size as u32);
     // Per size range: (boxes, real, self-test, copy).
     let mut sized = [(); 4].map(|_| (0usize, Tally::default(), Tally::default(), Tally::default()));
@@ -499,7 +514,10 @@ pub fn evaluate(
                 floor_wrong += u64::from((a[0] >= 128) != (b[0] >= 128));
             }
         }
-        let filled_rgb = model.fill(&test, &hole)?;
+        parts += connected_components(&hole).len();
+        let f = model.fill_counting(&test, &hole)?;
+        copied += f.copied;
+        let filled_rgb = f.image;
         if let Some((dir, n)) = &req.examples
             && done < *n
         {
@@ -511,7 +529,9 @@ pub fn evaluate(
         }
         let filled = gray(&filled_rgb);
         real.add(&filled, &temp_g, &hole);
-        let self_filled = gray(&model.fill(&temp, &hole)?);
+        let f = model.fill_counting(&temp, &hole)?;
+        self_copied += f.copied;
+        let self_filled = gray(&f.image);
         selftest.add(&self_filled, &temp_g, &hole);
         copy.add(&test_g, &temp_g, &hole);
         for b in &boxes {
@@ -566,6 +586,9 @@ pub fn evaluate(
         margin: req.margin,
         ensemble: req.ensemble,
         peel: req.peel,
+        exemplar: req.exemplar,
+        parts,
+        copied_parts: (copied, self_copied),
         context: learned_from(&infos),
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,

@@ -25,6 +25,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::imaging::exemplar::CopyRepeats;
 use crate::imaging::rect::Rect;
 
 /// Current manifest format version.
@@ -215,10 +216,17 @@ pub struct InpaintInfo {
     /// in one pass).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peel: u32,
+    /// How boxes were copied from repeats of their surroundings (`inpaint apply --exemplar`;
+    /// absent: the network filled them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemplar: Option<CopyRepeats>,
+    /// How many boxes (parts of the box mask) were copied so (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub copied: usize,
 }
 
-fn is_zero(v: &u32) -> bool {
-    *v == 0
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Where a synthetic image came from: enough to reproduce it bit for bit.
@@ -400,16 +408,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ensemble_fill_is_recorded_and_old_twins_read_as_plain() {
+    fn how_a_twin_was_filled_is_recorded_and_old_twins_read_as_plain() {
         let info = InpaintInfo {
             checkpoint: "ab".into(),
             seam: 1.5,
             ensemble: true,
             peel: 8,
+            exemplar: Some(CopyRepeats {
+                max_mismatch: 0.05,
+                turns: crate::imaging::exemplar::Turns::All,
+            }),
+            copied: 3,
         };
         let text = serde_json::to_string(&info).expect("json");
         assert!(text.contains("\"ensemble\":true"), "{text}");
         assert!(text.contains("\"peel\":8"), "{text}");
+        assert!(
+            text.contains("\"exemplar\":{\"max_mismatch\":0.05,\"turns\":\"all\"}"),
+            "{text}"
+        );
+        assert!(text.contains("\"copied\":3"), "{text}");
         assert_eq!(
             serde_json::from_str::<InpaintInfo>(&text).expect("read"),
             info
@@ -417,10 +435,11 @@ mod tests {
         let old: InpaintInfo =
             serde_json::from_str(r#"{"checkpoint":"ab","seam":1.5}"#).expect("old twin");
         assert!(!old.ensemble);
-        assert_eq!(old.peel, 0);
+        assert_eq!((old.peel, old.exemplar, old.copied), (0, None, 0));
         let plain = serde_json::to_string(&old).expect("json");
-        assert!(!plain.contains("ensemble"), "{plain}");
-        assert!(!plain.contains("peel"), "{plain}");
+        for absent in ["ensemble", "peel", "exemplar", "copied"] {
+            assert!(!plain.contains(absent), "{plain}");
+        }
     }
 
     #[test]
@@ -434,6 +453,8 @@ mod tests {
             seam: 1.0,
             ensemble: false,
             peel: 0,
+            exemplar: None,
+            copied: 0,
         });
         assert!(!made.is_real_template());
         assert!(!made.twin_trains(), "not reviewed yet");

@@ -559,6 +559,7 @@ mod tests {
             device: crate::nn::device::DeviceChoice::Cpu,
             ensemble: false,
             peel: 0,
+            exemplar: None,
         }))
     }
 

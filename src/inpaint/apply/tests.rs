@@ -4,6 +4,7 @@ use crate::dtgan::Preset;
 use crate::dtgan::model::read_checkpoint;
 use crate::dtgan::run::{RunInfo, TrainControl, read_metrics};
 use crate::dtgan::train::Validation;
+use crate::imaging::exemplar::Turns;
 use crate::inpaint::config::InpaintModel;
 use crate::inpaint::train::{InpaintTrainRequest, InpaintTrainer, train_inpaint};
 
@@ -321,6 +322,55 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     );
     assert_ne!(peeled, plain, "the peel made the plain fill");
     let model = model.with_peel(0);
+    // Copy repeats: a box whose surroundings occur again elsewhere in the image is copied from
+    // there exactly; a box in a pattern found nowhere else is left to the network, which fills
+    // it with the copied box already known.
+    let mut state = 7u64;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 56) as u8
+    };
+    let tile = GrayImage::from_fn(48, 48, |_, _| Luma([noise()]));
+    let truth = RgbImage::from_fn(96, 96, |x, y| {
+        let v = if y < 48 {
+            tile.get_pixel(x % 48, y)[0]
+        } else {
+            noise()
+        };
+        image::Rgb([v, v, v])
+    });
+    let (a, b) = (Rect::new(14, 14, 12, 12), Rect::new(40, 66, 14, 12));
+    let boxes = |rs: &[Rect]| {
+        GrayImage::from_fn(96, 96, |x, y| {
+            Luma([if rs.iter().any(|r| r.contains(x, y)) {
+                255
+            } else {
+                0
+            }])
+        })
+    };
+    let both = boxes(&[a, b]);
+    let model = model.with_exemplar(Some(CopyRepeats {
+        max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
+        turns: Turns::None,
+    }));
+    let f = model.fill_counting(&truth, &both).expect("copy repeats");
+    assert_eq!(f.copied, 1, "only the repeated box is copied");
+    let model = model.with_exemplar(None);
+    let after_copy = model.fill(&truth, &boxes(&[b])).expect("network fill");
+    for (x, y, p) in f.image.enumerate_pixels() {
+        if a.contains(x, y) || both.get_pixel(x, y)[0] == 0 {
+            assert_eq!(p, truth.get_pixel(x, y), "({x}, {y}) is not the truth");
+        } else {
+            assert_eq!(
+                p,
+                after_copy.get_pixel(x, y),
+                "({x}, {y}) is not the network's"
+            );
+        }
+    }
     let wrong_size = GrayImage::new(3, 3);
     assert!(matches!(
         model.fill(&img, &wrong_size),
@@ -338,6 +388,10 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             device: DeviceChoice::Cpu,
             ensemble: false,
             peel: 2,
+            exemplar: Some(CopyRepeats {
+                max_mismatch: 0.02,
+                turns: Turns::All,
+            }),
         },
         &mut |_, _| {},
         &|| false,
@@ -354,9 +408,11 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     assert_eq!(twins.len(), summary.made);
     for t in &twins {
         assert_eq!(t.twin_status, Some(TwinStatus::PendingReview));
+        let info = t.inpaint.as_ref().expect("inpaint info");
+        assert_eq!((info.ensemble, info.peel), (false, 2));
         assert_eq!(
-            t.inpaint.as_ref().map(|i| (i.ensemble, i.peel)),
-            Some((false, 2))
+            info.exemplar.map(|e| (e.max_mismatch, e.turns)),
+            Some((0.02, Turns::All))
         );
         let defect = project
             .manifest
@@ -399,6 +455,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             device: DeviceChoice::Cpu,
             ensemble: false,
             peel: 0,
+            exemplar: None,
         },
         &mut |_, _| {},
         &|| false,

@@ -17,6 +17,7 @@ use super::PaneContext;
 use super::canvas::{ImageCanvas, ViewTransform};
 use super::picker::{FolderPicker, typed_folder};
 use crate::imaging::boxes::box_rects_from_mask;
+use crate::imaging::exemplar::{self, CopyRepeats, Turns};
 use crate::imaging::rect::Rect as PxRect;
 use crate::inpaint::apply::{ApplyRequest, RIM_RING, seam_outlier_threshold};
 use crate::nn::device::DeviceChoice;
@@ -142,6 +143,9 @@ struct MakeForm {
     ensemble: bool,
     /// Fill from the rim inwards ([`RIM_RING`] px rings).
     rim_inwards: bool,
+    /// Copy boxes whose surroundings repeat elsewhere in the image
+    /// ([`exemplar::DEFAULT_MAX_MISMATCH`]).
+    copy_repeats: bool,
 }
 
 /// State of the Inpaint QA pane.
@@ -535,6 +539,11 @@ impl InpaintQaPane {
                  continuing the one before (a pass per ring: about six times slower on \
                  DeepPCB's boxes)"
                 ));
+            ui.checkbox(&mut form.copy_repeats, "Copy repeats")
+                .on_hover_text(
+                    "Where a box's surroundings occur again elsewhere in the image (a trace that \
+                 goes on, a row of pads), copy the box from there; the network fills the rest",
+                );
             let run = typed_folder(&form.run);
             let ready = run.is_some() && cx.project.is_some();
             let make = ui
@@ -552,6 +561,10 @@ impl InpaintQaPane {
                     device: DeviceChoice::Auto,
                     ensemble: form.ensemble,
                     peel: if form.rim_inwards { RIM_RING } else { 0 },
+                    exemplar: form.copy_repeats.then_some(CopyRepeats {
+                        max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
+                        turns: Turns::None,
+                    }),
                 };
                 match cx.commands.send(Command::ApplyInpaint(Box::new(req))) {
                     Ok(()) => {
