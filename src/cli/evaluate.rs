@@ -52,7 +52,9 @@ pub struct EvaluateArgs {
     /// Passes of each classifier over its training set [default: the preset's: 24 for `cpu`].
     #[arg(long)]
     pub classifier_epochs: Option<usize>,
-    /// Use this trained DTGAN (run folder or checkpoint) instead of training one.
+    /// Use this trained DTGAN instead of training one: a run folder (its best checkpoint, as
+    /// `generate` takes it) or a checkpoint file. An evaluation's own DTGAN paints with its last
+    /// checkpoint, so to reuse it exactly give `OUT/dtgan/last.safetensors`.
     #[arg(long)]
     pub dtgan: Option<PathBuf>,
     /// Training groups the DTGAN learns the minor class from; the classifier never sees them
