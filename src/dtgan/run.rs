@@ -110,6 +110,20 @@ pub struct RunInfo {
     /// defects (`Some(empty)`: every group's); `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<String>>,
+    /// What an inpainting run validates on, kept so that a resumed run validates on the same
+    /// images even when the project has gained or lost some since; `None` for runs from before
+    /// it was recorded (and DTGAN runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
+}
+
+/// The images an inpainting run validates on, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldOut {
+    /// The defect-free images its validation crops are cut from (never trained on).
+    pub images: Vec<String>,
+    /// The real templates whose defect images' boxes score its checkpoints.
+    pub box_templates: Vec<String>,
 }
 
 /// One line of `metrics.jsonl`: means over the steps since the previous line.

@@ -292,6 +292,7 @@ impl Trainer {
             groups: Vec::new(),
             init_from: None,
             context: None,
+            held_out: None,
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {

@@ -637,6 +637,7 @@ mod tests {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 init_from: None,
                 context: context.map(|c| c.iter().map(|g| g.to_string()).collect()),
+                held_out: None,
             })
         };
         let v = |s: &[&str]| s.iter().map(|g| g.to_string()).collect::<Vec<_>>();

@@ -9,6 +9,7 @@
 //! boxes of their defect images cut into some of them (`val_box_error`,
 //! [`InpaintTrainer::box_error`]), and `best` is the checkpoint with the lowest such error.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -31,7 +32,9 @@ use crate::dtgan::model::{
     CHECKPOINT_FORMAT, CheckpointParts, TrainState, matches_all, read_checkpoint,
     restore_checkpoint, restore_vars, restore_vars_where, save_checkpoint,
 };
-use crate::dtgan::run::{RunDir, RunInfo, RunKind, TrainControl, TrainEvent, TrainOutcome};
+use crate::dtgan::run::{
+    HeldOut, RunDir, RunInfo, RunKind, TrainControl, TrainEvent, TrainOutcome,
+};
 use crate::dtgan::train::{
     Schedule, Session, StepLosses, TrainError, Validation, check_run_folder, derive_seed, drive,
     hold_out, prepare_run_files,
@@ -111,13 +114,21 @@ pub struct InpaintTrainer {
 /// for a DeepPCB import the holes `inpaint eval`'s template self-test cuts (from the regions
 /// rather than `boxes/*.txt`). Read at each validation, not kept in memory.
 struct BoxCase {
+    /// The template's id.
+    id: String,
     template: PathBuf,
     boxes: Vec<Rect>,
 }
 
 /// Up to `n` box cases, evenly spread over those of `images` that are real templates of defect
-/// images with regions of the template's size.
-fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
+/// images with regions of the template's size; with `pinned` (a resumed run's templates, by
+/// id) and as many asked for as it names, those of them still there instead.
+fn box_cases(
+    project: &Project,
+    images: &[Source],
+    n: usize,
+    pinned: Option<&[String]>,
+) -> Vec<BoxCase> {
     let manifest = &project.manifest;
     let all: Vec<BoxCase> = images
         .iter()
@@ -132,6 +143,7 @@ fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
                 .filter(|d| !d.regions.is_empty())?;
             let (w, h) = (template.width, template.height);
             ((defect.width, defect.height) == (w, h)).then(|| BoxCase {
+                id: s.id.clone(),
                 template: s.path.clone(),
                 boxes: defect
                     .regions
@@ -141,7 +153,31 @@ fn box_cases(project: &Project, images: &[Source], n: usize) -> Vec<BoxCase> {
             })
         })
         .collect();
-    evenly_spread(all, n)
+    match pinned {
+        Some(ids) if n > 0 && ids.len() == n => {
+            let mut by_id: BTreeMap<String, BoxCase> =
+                all.into_iter().map(|c| (c.id.clone(), c)).collect();
+            ids.iter().filter_map(|id| by_id.remove(id)).collect()
+        }
+        _ => evenly_spread(all, n),
+    }
+}
+
+/// `images` split into training and validation images: the validation ones are `pinned` (a
+/// resumed run's, by id, in their order; those no longer in the project dropped) or, without
+/// it, `want` of them evenly spread ([`hold_out`]).
+fn held_out_images(
+    images: Vec<Source>,
+    want: usize,
+    pinned: Option<&[String]>,
+) -> (Vec<Source>, Vec<Source>) {
+    let Some(ids) = pinned else {
+        return hold_out(images, want);
+    };
+    let (mut val, train): (Vec<Source>, Vec<Source>) =
+        images.into_iter().partition(|s| ids.contains(&s.id));
+    val.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
+    (train, val)
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
@@ -185,11 +221,13 @@ impl InpaintTrainer {
         let mut groups = req.groups.clone();
         let mut context = req.context.clone();
         let mut init_from = None;
+        let mut pinned: Option<HeldOut> = None;
         if resuming
             && let Ok(text) = std::fs::read_to_string(run.info())
             && let Ok(info) = serde_json::from_str::<RunInfo>(&text)
         {
             init_from = info.init_from;
+            pinned = info.held_out;
             if groups.is_empty() {
                 groups = info.groups;
             } else if groups != info.groups {
@@ -229,8 +267,23 @@ impl InpaintTrainer {
         config.validate().map_err(TrainError::Config)?;
         check_sizes(&images, config.model.image_size)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        let val_boxes = box_cases(&project, &images, config.val_box_pairs);
-        let (mut train_imgs, val_imgs) = hold_out(images, config.val_images);
+        // A resumed run validates on the images it validated on before, whatever the project
+        // gained or lost since (runs from before these were recorded draw them again).
+        let val_boxes = box_cases(
+            &project,
+            &images,
+            config.val_box_pairs,
+            pinned.as_ref().map(|p| &p.box_templates[..]),
+        );
+        let (mut train_imgs, val_imgs) = held_out_images(
+            images,
+            config.val_images,
+            pinned.as_ref().map(|p| &p.images[..]),
+        );
+        let held_out = HeldOut {
+            images: val_imgs.iter().map(|s| s.id.clone()).collect(),
+            box_templates: val_boxes.iter().map(|c| c.id.clone()).collect(),
+        };
         // Context images only train: the validation crops stay defect-free images, so the
         // validation curve means the same with or without them.
         if let Some(cg) = &context {
@@ -305,6 +358,7 @@ impl InpaintTrainer {
             groups,
             init_from: warm.or(init_from),
             context,
+            held_out: Some(held_out),
         };
         prepare_run_files(&run, &config, &info, resuming.then_some(state.step))?;
         Ok(Self {

@@ -526,6 +526,44 @@ fn a_resumed_run_continues_the_same_curve() {
         steps.windows(2).all(|w| w[0] < w[1]),
         "no repeated steps: {steps:?}"
     );
+    // The run records what it validates on, and a resumed run keeps it even when the project
+    // has gained an image that would shift an evenly spread split.
+    let info = |run: &str| -> RunInfo {
+        let text =
+            std::fs::read_to_string(dir.path().join(run).join("run.json")).expect("run.json");
+        serde_json::from_str(&text).expect("run info")
+    };
+    let before = info("halves").held_out.expect("held out recorded");
+    assert!(!before.images.is_empty());
+    assert_eq!(before, info("straight").held_out.expect("recorded"));
+    let mut project = Project::open(&root).expect("open");
+    let first = project
+        .manifest
+        .images
+        .iter()
+        .find(|e| e.role == Role::Good)
+        .expect("a good image")
+        .clone();
+    let copy = RelPath::new("images/added-first.png").expect("rel");
+    std::fs::copy(project.abs(&first.path), project.abs(&copy)).expect("copy image");
+    let mut added = first.clone();
+    added.id = "added-first".into();
+    added.path = copy;
+    project.manifest.images.insert(0, added);
+    project.save().expect("save");
+    let images = crate::inpaint::data::collect_images(&project, &[]).expect("images");
+    let redrawn: Vec<String> = crate::dtgan::train::hold_out(images, cfg.val_images)
+        .1
+        .iter()
+        .map(|s| s.id.clone())
+        .collect();
+    assert_ne!(
+        redrawn, before.images,
+        "the added image must shift a fresh split"
+    );
+    train_inpaint(&req("halves", 14, true), &TrainControl::new(), &mut |_| {})
+        .expect("resume after adding");
+    assert_eq!(info("halves").held_out, Some(before));
 }
 
 /// The largest absolute difference between two tensors.
