@@ -165,13 +165,13 @@ fn box_cases(
 
 /// `images` split into training and validation images: the validation ones are `pinned` (a
 /// resumed run's, by id, in their order; those no longer in the project dropped) or, without
-/// it, `want` of them evenly spread ([`hold_out`]).
+/// it or when none of them is left, `want` of them evenly spread ([`hold_out`]).
 fn held_out_images(
     images: Vec<Source>,
     want: usize,
     pinned: Option<&[String]>,
 ) -> (Vec<Source>, Vec<Source>) {
-    let Some(ids) = pinned else {
+    let Some(ids) = pinned.filter(|ids| images.iter().any(|s| ids.contains(&s.id))) else {
         return hold_out(images, want);
     };
     let (mut val, train): (Vec<Source>, Vec<Source>) =
