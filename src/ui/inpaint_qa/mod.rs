@@ -41,6 +41,8 @@ pub struct TwinRow {
     pub seam: f64,
     /// Review status.
     pub status: TwinStatus,
+    /// How it was filled ([`fill_description`]).
+    pub how: String,
 }
 
 /// Which twins the list shows.
@@ -220,6 +222,7 @@ impl InpaintQaPane {
                     defect: e.twin_of.clone().unwrap_or_else(|| e.id.clone()),
                     seam: info.seam,
                     status: e.twin_status.unwrap_or(TwinStatus::PendingReview),
+                    how: fill_description(info),
                 })
             })
             .collect();
@@ -668,7 +671,11 @@ impl InpaintQaPane {
                 .show(ui, |ui| {
                     for row in &self.listing[range] {
                         let sel = self.selected.as_deref() == Some(row.id.as_str());
-                        if ui.selectable_label(sel, &row.defect).clicked() {
+                        if ui
+                            .selectable_label(sel, &row.defect)
+                            .on_hover_text(&row.how)
+                            .clicked()
+                        {
                             clicked = Some(row.id.clone());
                         }
                         ui.label(format!("{:.2}", row.seam));
@@ -687,6 +694,30 @@ impl InpaintQaPane {
             self.selected = clicked;
         }
     }
+}
+
+/// How a twin was filled, in words, for the reviewer judging its seams (a copied box can sit a
+/// pixel off its surroundings; a network fill blurs).
+pub fn fill_description(info: &crate::project::InpaintInfo) -> String {
+    let mut how = vec![if info.ensemble {
+        "network fill, mean of 8 flips and turns".to_string()
+    } else {
+        "network fill".to_string()
+    }];
+    if info.peel > 0 {
+        how.push(format!("rim inwards in {} px rings", info.peel));
+    }
+    if let Some(x) = info.exemplar {
+        how.push(match info.copied {
+            0 => "no box copied from a repeat".to_string(),
+            1 => "1 box copied from a repeat".to_string(),
+            n => format!("{n} boxes copied from repeats"),
+        });
+        if x.turns == Turns::All {
+            how.push("flips and turns allowed".into());
+        }
+    }
+    how.join("; ")
 }
 
 /// Classes of the project's real defect images, sorted.

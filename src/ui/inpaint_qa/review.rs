@@ -80,7 +80,44 @@ mod tests {
             defect: format!("d-{id}"),
             seam,
             status,
+            how: String::new(),
         }
+    }
+
+    #[test]
+    fn a_twin_says_how_it_was_filled() {
+        use crate::imaging::exemplar::{CopyRepeats, Turns};
+        use crate::project::InpaintInfo;
+        use crate::ui::inpaint_qa::fill_description;
+        let mut info = InpaintInfo {
+            checkpoint: "0".repeat(64),
+            seam: 1.0,
+            ensemble: false,
+            peel: 0,
+            exemplar: None,
+            copied: 0,
+        };
+        assert_eq!(fill_description(&info), "network fill");
+        info.peel = 4;
+        info.exemplar = Some(CopyRepeats {
+            max_mismatch: 0.05,
+            turns: Turns::None,
+        });
+        info.copied = 2;
+        assert_eq!(
+            fill_description(&info),
+            "network fill; rim inwards in 4 px rings; 2 boxes copied from repeats"
+        );
+        info.ensemble = true;
+        info.copied = 1;
+        info.exemplar = info.exemplar.map(|x| CopyRepeats {
+            turns: Turns::All,
+            ..x
+        });
+        assert_eq!(
+            fill_description(&info),
+            "network fill, mean of 8 flips and turns; rim inwards in 4 px rings; 1 box copied from a repeat; flips and turns allowed"
+        );
     }
 
     #[test]
