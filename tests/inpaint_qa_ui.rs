@@ -58,10 +58,7 @@ fn project(dir: &std::path::Path) -> Project {
         t.inpaint = Some(InpaintInfo {
             checkpoint: "0".repeat(64),
             seam,
-            ensemble: false,
-            peel: 0,
-            exemplar: None,
-            copied: 0,
+            ..Default::default()
         });
         entries.push(d);
         entries.push(t);

@@ -2033,10 +2033,7 @@ mod tests {
         t.inpaint = Some(crate::project::manifest::InpaintInfo {
             checkpoint: "0".repeat(64),
             seam: 1.0,
-            ensemble: false,
-            peel: 0,
-            exemplar: None,
-            copied: 0,
+            ..Default::default()
         });
         assert!(shows_real_pattern(&t));
     }

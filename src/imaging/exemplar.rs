@@ -161,106 +161,148 @@ pub fn best_match(
     ring: u32,
     turns: Turns,
 ) -> Option<Match> {
-    let (w, h) = img.dimensions();
-    if hole.dimensions() != (w, h) || part.is_empty() {
+    if hole.dimensions() != img.dimensions() {
         return None;
     }
-    let t = part.grown_clipped(ring, w, h);
-    let counts = HoleCounts::new(hole);
-    let image_px: Vec<Option<u8>> = img
-        .as_raw()
-        .iter()
-        .zip(hole.as_raw())
-        .map(|(&v, &m)| (m == 0).then_some(v))
-        .collect();
-    let (image_blocks, cw, ch) = block_means(&image_px, w, h);
-    let step = COARSE as usize;
-    // (mean block difference, turn, x, y) of the best block-aligned places.
-    let mut coarse: Vec<(f32, u8, u32, u32)> = Vec::new();
-    let mut frames = Vec::new();
-    for &turn in turns.list() {
-        let ((tw, th), px) = template(img, hole, t, turn);
-        if tw > w || th > h {
-            continue;
+    Scene::new(img, hole).best_match(part, ring, turns)
+}
+
+/// What every part's search in one image reads: the image, its hole, the hole pixels per
+/// rectangle and the known blocks' means. Built once per image.
+struct Scene<'a> {
+    img: &'a GrayImage,
+    hole: &'a GrayImage,
+    counts: HoleCounts,
+    image_blocks: Vec<Option<f32>>,
+    cw: usize,
+    ch: usize,
+}
+
+impl<'a> Scene<'a> {
+    /// `img` and `hole`, which must be the same size.
+    fn new(img: &'a GrayImage, hole: &'a GrayImage) -> Self {
+        let (w, h) = img.dimensions();
+        let image_px: Vec<Option<u8>> = img
+            .as_raw()
+            .iter()
+            .zip(hole.as_raw())
+            .map(|(&v, &m)| (m == 0).then_some(v))
+            .collect();
+        let (image_blocks, cw, ch) = block_means(&image_px, w, h);
+        Self {
+            img,
+            hole,
+            counts: HoleCounts::new(hole),
+            image_blocks,
+            cw,
+            ch,
         }
-        let known = listed(&px, tw, th);
-        if known.is_empty() {
+    }
+
+    /// [`best_match`] in this image.
+    fn best_match(&self, part: Rect, ring: u32, turns: Turns) -> Option<Match> {
+        let Self {
+            img,
+            hole,
+            counts,
+            image_blocks,
+            cw,
+            ch,
+        } = self;
+        let (cw, ch) = (*cw, *ch);
+        let (w, h) = img.dimensions();
+        if part.is_empty() {
             return None;
         }
-        let blocks = listed_blocks(&px, tw, th);
-        if blocks.is_empty() {
-            // Too small a frame for a whole known block: every block-aligned place is a
-            // candidate.
-            for y in (0..=h - th).step_by(step) {
-                for x in (0..=w - tw).step_by(step) {
-                    coarse.push((0.0, turn, x, y));
+        let t = part.grown_clipped(ring, w, h);
+        let step = COARSE as usize;
+        // (mean block difference, turn, x, y) of the best block-aligned places.
+        let mut coarse: Vec<(f32, u8, u32, u32)> = Vec::new();
+        let mut frames = Vec::new();
+        for &turn in turns.list() {
+            let ((tw, th), px) = template(img, hole, t, turn);
+            if tw > w || th > h {
+                continue;
+            }
+            let known = listed(&px, tw, th);
+            if known.is_empty() {
+                return None;
+            }
+            let blocks = listed_blocks(&px, tw, th);
+            if blocks.is_empty() {
+                // Too small a frame for a whole known block: every block-aligned place is a
+                // candidate.
+                for y in (0..=h - th).step_by(step) {
+                    for x in (0..=w - tw).step_by(step) {
+                        coarse.push((0.0, turn, x, y));
+                    }
+                }
+            } else {
+                for cy in 0..=ch.saturating_sub(th as usize / step) {
+                    for cx in 0..=cw.saturating_sub(tw as usize / step) {
+                        let d: f32 = blocks
+                            .iter()
+                            .map(|&(x, y, v)| match image_blocks[(cy + y) * cw + cx + x] {
+                                Some(s) => (s - v).abs(),
+                                None => 255.0,
+                            })
+                            .sum();
+                        let (x, y) = ((cx * step) as u32, (cy * step) as u32);
+                        coarse.push((d / blocks.len() as f32, turn, x, y));
+                    }
                 }
             }
-        } else {
-            for cy in 0..=ch.saturating_sub(th as usize / step) {
-                for cx in 0..=cw.saturating_sub(tw as usize / step) {
-                    let d: f32 = blocks
+            frames.push((turn, (tw, th), known));
+        }
+        coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
+        coarse.truncate(REFINED);
+
+        // Fine: every place within a block of each coarse candidate.
+        let r = COARSE as i64 - 1;
+        // (summed difference, known pixels, turn, x, y)
+        let mut best: Option<(u64, usize, u8, u32, u32)> = None;
+        for &(_, turn, cx, cy) in &coarse {
+            let Some((_, (tw, th), known)) = frames.iter().find(|f| f.0 == turn) else {
+                continue;
+            };
+            for y in i64::from(cy) - r..=i64::from(cy) + r {
+                for x in i64::from(cx) - r..=i64::from(cx) + r {
+                    if x < 0
+                        || y < 0
+                        || x + i64::from(*tw) > i64::from(w)
+                        || y + i64::from(*th) > i64::from(h)
+                    {
+                        continue;
+                    }
+                    let (x, y) = (x as u32, y as u32);
+                    if counts.count(Rect::new(x, y, *tw, *th)) != 0 {
+                        continue;
+                    }
+                    let d: u64 = known
                         .iter()
-                        .map(|&(x, y, v)| match image_blocks[(cy + y) * cw + cx + x] {
-                            Some(s) => (s - v).abs(),
-                            None => 255.0,
+                        .map(|&(kx, ky, v)| {
+                            let s = img.get_pixel(x + kx, y + ky)[0];
+                            u64::from((i32::from(s) - v).unsigned_abs())
                         })
                         .sum();
-                    let (x, y) = ((cx * step) as u32, (cy * step) as u32);
-                    coarse.push((d / blocks.len() as f32, turn, x, y));
+                    // Mean differences compared exactly (turned frames have the same known pixels,
+                    // so the same count); the first of equal ones, in a fixed order, wins.
+                    let better = best.is_none_or(|(bd, bn, ..)| {
+                        u128::from(d) * (bn as u128) < u128::from(bd) * known.len() as u128
+                    });
+                    if better {
+                        best = Some((d, known.len(), turn, x, y));
+                    }
                 }
             }
         }
-        frames.push((turn, (tw, th), known));
+        best.map(|(d, n, turn, x, y)| Match {
+            grown: t,
+            turn,
+            from: (x, y),
+            mismatch: d as f64 / (n as f64 * 255.0),
+        })
     }
-    coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
-    coarse.truncate(REFINED);
-
-    // Fine: every place within a block of each coarse candidate.
-    let r = COARSE as i64 - 1;
-    // (summed difference, known pixels, turn, x, y)
-    let mut best: Option<(u64, usize, u8, u32, u32)> = None;
-    for &(_, turn, cx, cy) in &coarse {
-        let Some((_, (tw, th), known)) = frames.iter().find(|f| f.0 == turn) else {
-            continue;
-        };
-        for y in i64::from(cy) - r..=i64::from(cy) + r {
-            for x in i64::from(cx) - r..=i64::from(cx) + r {
-                if x < 0
-                    || y < 0
-                    || x + i64::from(*tw) > i64::from(w)
-                    || y + i64::from(*th) > i64::from(h)
-                {
-                    continue;
-                }
-                let (x, y) = (x as u32, y as u32);
-                if counts.count(Rect::new(x, y, *tw, *th)) != 0 {
-                    continue;
-                }
-                let d: u64 = known
-                    .iter()
-                    .map(|&(kx, ky, v)| {
-                        let s = img.get_pixel(x + kx, y + ky)[0];
-                        u64::from((i32::from(s) - v).unsigned_abs())
-                    })
-                    .sum();
-                // Mean differences compared exactly (turned frames have the same known pixels,
-                // so the same count); the first of equal ones, in a fixed order, wins.
-                let better = best.is_none_or(|(bd, bn, ..)| {
-                    u128::from(d) * (bn as u128) < u128::from(bd) * known.len() as u128
-                });
-                if better {
-                    best = Some((d, known.len(), turn, x, y));
-                }
-            }
-        }
-    }
-    best.map(|(d, n, turn, x, y)| Match {
-        grown: t,
-        turn,
-        from: (x, y),
-        mismatch: d as f64 / (n as f64 * 255.0),
-    })
 }
 
 /// Copies into `out` the pixels of `part` that `hole` marks, from `m`'s source.
@@ -315,9 +357,10 @@ pub fn copy_repeats(image: &RgbImage, hole: &GrayImage, how: CopyRepeats) -> Cop
         .into_iter()
         .map(|c| c.bbox)
         .collect();
+    let scene = Scene::new(&grey, &hole);
     let matches: Vec<(Rect, Match)> = parts
         .iter()
-        .filter_map(|&p| best_match(&grey, &hole, p, DEFAULT_RING, how.turns).map(|m| (p, m)))
+        .filter_map(|&p| scene.best_match(p, DEFAULT_RING, how.turns).map(|m| (p, m)))
         .filter(|(_, m)| m.mismatch <= how.max_mismatch)
         .collect();
     let mut out = image.clone();

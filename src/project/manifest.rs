@@ -199,8 +199,9 @@ pub struct ImageEntry {
     pub inpaint: Option<InpaintInfo>,
 }
 
-/// How an inpainted twin was made.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// How an inpainted twin was made. `Default` is a one-pass network fill with an empty checkpoint
+/// and a zero seam score: tests set those two and take the rest from it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InpaintInfo {
     /// SHA-256 of the inpainting checkpoint file, hex; for a checkpoint ensemble (`inpaint
     /// apply --also`), the SHA-256 of the members' SHA-256s (hex, one per line, in order).
@@ -451,10 +452,7 @@ mod tests {
         made.inpaint = Some(InpaintInfo {
             checkpoint: "00".into(),
             seam: 1.0,
-            ensemble: false,
-            peel: 0,
-            exemplar: None,
-            copied: 0,
+            ..Default::default()
         });
         assert!(!made.is_real_template());
         assert!(!made.twin_trains(), "not reviewed yet");

@@ -92,10 +92,7 @@ mod tests {
         let mut info = InpaintInfo {
             checkpoint: "0".repeat(64),
             seam: 1.0,
-            ensemble: false,
-            peel: 0,
-            exemplar: None,
-            copied: 0,
+            ..Default::default()
         };
         assert_eq!(fill_description(&info), "network fill");
         info.peel = 4;
