@@ -133,6 +133,31 @@ fn inpaint_train_apply_eval() {
             .unwrap_or(0.0)
             > 0.01
     );
+    // Copying every box from the best place in the image or the pair's other group
+    // templates: every part copied, some from the other templates, better than no fill.
+    let mut copying = args.to_vec();
+    copying.splice(
+        copying.len() - 1..,
+        ["--exemplar", "1", "--exemplar-references", "--json"],
+    );
+    let out = studio(&copying, dir.path());
+    assert!(out.status.success(), "eval failed: {}", stderr_of(&out));
+    let copied: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let parts = copied["parts"].as_u64().unwrap_or(0);
+    let from_others = &copied["referenced_parts"];
+    assert!(parts > 0);
+    assert_eq!(copied["copied_parts"], serde_json::json!([parts, parts]));
+    for i in 0..2 {
+        assert!(from_others[i].as_u64().unwrap_or(0) > 0, "{copied}");
+    }
+    assert!(
+        copied["hole_pixel_error"].as_f64().unwrap_or(f64::NAN)
+            < report["baselines"]["copy"]["hole_pixel_error"]
+                .as_f64()
+                .unwrap_or(0.0),
+        "{copied}"
+    );
+
     let out = studio(&["inpaint", "eval", "--run", r, "--data", p], dir.path());
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("index.csv"), "{}", stderr_of(&out));

@@ -429,9 +429,26 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
             Some(CopyRepeats {
                 max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
                 turns: Turns::None,
+                references: false,
             })
         )]
     );
+
+    // With copying on, the group's good images may be sources too.
+    h.state_mut().pane.on_making_ended();
+    h.run_steps(2);
+    h.get_by_label("…and from good images").click();
+    h.run_steps(2);
+    h.get_by_label("Make twins").click();
+    h.run_steps(3);
+    let sent: Vec<_> = drain(&rx)
+        .iter()
+        .filter_map(|c| match c {
+            Command::ApplyInpaint(r) => r.exemplar.map(|x| x.references),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![true]);
 }
 
 #[test]

@@ -281,6 +281,12 @@ pub struct ExemplarArgs {
     /// quarter.
     #[arg(long, requires = "exemplar")]
     pub exemplar_turns: bool,
+    /// With `--exemplar`, also copy from other defect-free images of the same board group
+    /// (at most 64): `inpaint apply` searches the project's good images and real templates of
+    /// the defect image's group, `inpaint eval` the other templates of the pair's group, never
+    /// the pair's own.
+    #[arg(long, requires = "exemplar")]
+    pub exemplar_references: bool,
 }
 
 impl ExemplarArgs {
@@ -294,6 +300,7 @@ impl ExemplarArgs {
                 Ok(CopyRepeats {
                     max_mismatch: max,
                     turns: if self.exemplar_turns { Turns::All } else { Turns::None },
+                    references: self.exemplar_references,
                 })
             })
             .transpose()
@@ -430,7 +437,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         match r.exemplar {
             None => String::new(),
             Some(x) => format!(
-                "; copied from a repeat{} where it mismatched by at most {} (--exemplar): {} and {} (self-test) of {} parts",
+                "; copied from a repeat{} where it mismatched by at most {} (--exemplar): {} and {} (self-test) of {} parts{}",
                 if x.turns == Turns::All {
                     ", flipped or turned,"
                 } else {
@@ -439,7 +446,15 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
                 x.max_mismatch,
                 r.copied_parts.0,
                 r.copied_parts.1,
-                r.parts
+                r.parts,
+                if x.references {
+                    format!(
+                        ", {} and {} of them from another template of the group (--exemplar-references)",
+                        r.referenced_parts.0, r.referenced_parts.1
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     );

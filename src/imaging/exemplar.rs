@@ -4,6 +4,7 @@
 //! again, copying it beats any guess. Where it does not, the match is poor and says so.
 
 use image::{GrayImage, RgbImage};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::rect::Rect;
@@ -26,6 +27,8 @@ pub struct Match {
     pub turn: u8,
     /// The source's top-left corner (the source is the grown box's size, turned).
     pub from: (u32, u32),
+    /// The image the source lies in: `None` the hole's own, `Some(i)` the `i`th [`Reference`].
+    pub source: Option<usize>,
     /// Mean absolute grey difference between the known surroundings of the hole and those of
     /// the source, as a fraction of full scale (0: identical).
     pub mismatch: f64,
@@ -164,156 +167,84 @@ pub fn best_match(
     if hole.dimensions() != img.dimensions() {
         return None;
     }
-    Scene::new(img, hole).best_match(part, ring, turns)
+    let own = Field::new(img.clone(), Some(hole));
+    best_match_in(img, hole, &own, &[], part, ring, turns)
 }
 
-/// What every part's search in one image reads: the image, its hole, the hole pixels per
-/// rectangle and the known blocks' means. Built once per image.
-struct Scene<'a> {
-    img: &'a GrayImage,
-    hole: &'a GrayImage,
-    counts: HoleCounts,
-    image_blocks: Vec<Option<f32>>,
-    cw: usize,
-    ch: usize,
+/// [`best_match`] in the image's own [`Field`] and in `references`: the best of them, the
+/// image's own place first among equal ones.
+fn best_match_in(
+    img: &GrayImage,
+    hole: &GrayImage,
+    own: &Field,
+    references: &[&Reference],
+    part: Rect,
+    ring: u32,
+    turns: Turns,
+) -> Option<Match> {
+    if part.is_empty() {
+        return None;
+    }
+    let (w, h) = img.dimensions();
+    let grown = part.grown_clipped(ring, w, h);
+    let frames = frames(img, hole, grown, turns)?;
+    let fields: Vec<(Option<usize>, &Field)> = std::iter::once((None, own))
+        .chain(
+            references
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (Some(i), &r.field)),
+        )
+        .collect();
+    let found: Vec<Option<Found>> = fields.par_iter().map(|(_, f)| f.search(&frames)).collect();
+    let mut best: Option<(Option<usize>, Found)> = None;
+    for ((source, _), found) in fields.iter().zip(found) {
+        if let Some(found) = found
+            && best.is_none_or(|(_, b)| found.beats(&b))
+        {
+            best = Some((*source, found));
+        }
+    }
+    best.map(|(source, found)| Match {
+        grown,
+        turn: found.turn,
+        from: found.at,
+        source,
+        mismatch: found.mismatch(),
+    })
 }
 
-impl<'a> Scene<'a> {
-    /// `img` and `hole`, which must be the same size.
-    fn new(img: &'a GrayImage, hole: &'a GrayImage) -> Self {
-        let (w, h) = img.dimensions();
-        let image_px: Vec<Option<u8>> = img
-            .as_raw()
-            .iter()
-            .zip(hole.as_raw())
-            .map(|(&v, &m)| (m == 0).then_some(v))
-            .collect();
-        let (image_blocks, cw, ch) = block_means(&image_px, w, h);
+/// A defect-free image of the same product whose pixels holes may be copied from, besides
+/// their own image's ([`copy_repeats`]): a board whose pattern also occurs, whole, where the
+/// defect image has a defect.
+pub struct Reference {
+    /// What to call it (its file or id).
+    pub name: String,
+    image: RgbImage,
+    field: Field,
+}
+
+impl Reference {
+    /// `image`, every pixel of which may be copied.
+    pub fn new(name: impl Into<String>, image: RgbImage) -> Self {
+        let grey = image::DynamicImage::ImageRgb8(image.clone()).to_luma8();
         Self {
-            img,
-            hole,
-            counts: HoleCounts::new(hole),
-            image_blocks,
-            cw,
-            ch,
+            name: name.into(),
+            image,
+            field: Field::new(grey, None),
         }
-    }
-
-    /// [`best_match`] in this image.
-    fn best_match(&self, part: Rect, ring: u32, turns: Turns) -> Option<Match> {
-        let Self {
-            img,
-            hole,
-            counts,
-            image_blocks,
-            cw,
-            ch,
-        } = self;
-        let (cw, ch) = (*cw, *ch);
-        let (w, h) = img.dimensions();
-        if part.is_empty() {
-            return None;
-        }
-        let t = part.grown_clipped(ring, w, h);
-        let step = COARSE as usize;
-        // (mean block difference, turn, x, y) of the best block-aligned places.
-        let mut coarse: Vec<(f32, u8, u32, u32)> = Vec::new();
-        let mut frames = Vec::new();
-        for &turn in turns.list() {
-            let ((tw, th), px) = template(img, hole, t, turn);
-            if tw > w || th > h {
-                continue;
-            }
-            let known = listed(&px, tw, th);
-            if known.is_empty() {
-                return None;
-            }
-            let blocks = listed_blocks(&px, tw, th);
-            if blocks.is_empty() {
-                // Too small a frame for a whole known block: every block-aligned place is a
-                // candidate.
-                for y in (0..=h - th).step_by(step) {
-                    for x in (0..=w - tw).step_by(step) {
-                        coarse.push((0.0, turn, x, y));
-                    }
-                }
-            } else {
-                for cy in 0..=ch.saturating_sub(th as usize / step) {
-                    for cx in 0..=cw.saturating_sub(tw as usize / step) {
-                        let d: f32 = blocks
-                            .iter()
-                            .map(|&(x, y, v)| match image_blocks[(cy + y) * cw + cx + x] {
-                                Some(s) => (s - v).abs(),
-                                None => 255.0,
-                            })
-                            .sum();
-                        let (x, y) = ((cx * step) as u32, (cy * step) as u32);
-                        coarse.push((d / blocks.len() as f32, turn, x, y));
-                    }
-                }
-            }
-            frames.push((turn, (tw, th), known));
-        }
-        coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
-        coarse.truncate(REFINED);
-
-        // Fine: every place within a block of each coarse candidate.
-        let r = COARSE as i64 - 1;
-        // (summed difference, known pixels, turn, x, y)
-        let mut best: Option<(u64, usize, u8, u32, u32)> = None;
-        for &(_, turn, cx, cy) in &coarse {
-            let Some((_, (tw, th), known)) = frames.iter().find(|f| f.0 == turn) else {
-                continue;
-            };
-            for y in i64::from(cy) - r..=i64::from(cy) + r {
-                for x in i64::from(cx) - r..=i64::from(cx) + r {
-                    if x < 0
-                        || y < 0
-                        || x + i64::from(*tw) > i64::from(w)
-                        || y + i64::from(*th) > i64::from(h)
-                    {
-                        continue;
-                    }
-                    let (x, y) = (x as u32, y as u32);
-                    if counts.count(Rect::new(x, y, *tw, *th)) != 0 {
-                        continue;
-                    }
-                    let d: u64 = known
-                        .iter()
-                        .map(|&(kx, ky, v)| {
-                            let s = img.get_pixel(x + kx, y + ky)[0];
-                            u64::from((i32::from(s) - v).unsigned_abs())
-                        })
-                        .sum();
-                    // Mean differences compared exactly (turned frames have the same known pixels,
-                    // so the same count); the first of equal ones, in a fixed order, wins.
-                    let better = best.is_none_or(|(bd, bn, ..)| {
-                        u128::from(d) * (bn as u128) < u128::from(bd) * known.len() as u128
-                    });
-                    if better {
-                        best = Some((d, known.len(), turn, x, y));
-                    }
-                }
-            }
-        }
-        best.map(|(d, n, turn, x, y)| Match {
-            grown: t,
-            turn,
-            from: (x, y),
-            mismatch: d as f64 / (n as f64 * 255.0),
-        })
     }
 }
 
-/// Copies into `out` the pixels of `part` that `hole` marks, from `m`'s source.
-pub fn copy_part(out: &mut RgbImage, hole: &GrayImage, part: Rect, m: &Match) {
-    let src = out.clone();
+/// Copies into `out` the pixels of `part` that `hole` marks, from `m`'s source in `from` (the
+/// image itself, or the reference that `m.source` names).
+pub fn copy_part(out: &mut RgbImage, from: &RgbImage, hole: &GrayImage, part: Rect, m: &Match) {
     let t = m.grown;
     for y in part.y..part.bottom() {
         for x in part.x..part.right() {
             if hole.get_pixel(x, y)[0] != 0 {
                 let ((ox, oy), _) = orient(m.turn, (x - t.x, y - t.y), (t.w, t.h));
-                out.put_pixel(x, y, *src.get_pixel(m.from.0 + ox, m.from.1 + oy));
+                out.put_pixel(x, y, *from.get_pixel(m.from.0 + ox, m.from.1 + oy));
             }
         }
     }
@@ -326,6 +257,10 @@ pub struct CopyRepeats {
     pub max_mismatch: f64,
     /// Which flips and quarter turns a source may take.
     pub turns: Turns,
+    /// Also copy from other defect-free images of the same product ([`Reference`]), not only
+    /// from the image itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub references: bool,
 }
 
 /// The largest mismatch at which the studio copies a part by default. Chosen on 40 pairs of
@@ -333,6 +268,10 @@ pub struct CopyRepeats {
 /// too many boxes to the network, 0.07-0.08 copied wrong ones (the unseen boards' figures
 /// are in the README).
 pub const DEFAULT_MAX_MISMATCH: f64 = 0.05;
+
+/// The most other images of a product that a fill searches ([`Reference`]): the search's time
+/// grows with their number.
+pub const MAX_REFERENCES: usize = 64;
 
 /// What [`copy_repeats`] did.
 #[derive(Debug, Clone)]
@@ -343,30 +282,46 @@ pub struct Copied {
     pub hole: GrayImage,
     /// Parts of the hole copied.
     pub copied: usize,
+    /// Of those, parts copied from a [`Reference`].
+    pub from_references: usize,
     /// Parts of the hole (8-connected), copied or not.
     pub parts: usize,
 }
 
-/// Each part of `hole` (8-connected) whose [`best_match`] in `image` (grey, [`DEFAULT_RING`])
-/// mismatches by at most `how.max_mismatch` is copied from there; the rest stays a hole. Every
-/// match is sought before any copy, so no part is copied from another's copy.
-pub fn copy_repeats(image: &RgbImage, hole: &GrayImage, how: CopyRepeats) -> Copied {
+/// Each part of `hole` (8-connected) whose [`best_match`] (grey, [`DEFAULT_RING`]) in `image`
+/// or, with `how.references`, in one of `references` mismatches by at most `how.max_mismatch`
+/// is copied from there; the rest stays a hole. Every match is sought before any copy, so no
+/// part is copied from another's copy.
+pub fn copy_repeats(
+    image: &RgbImage,
+    hole: &GrayImage,
+    how: CopyRepeats,
+    references: &[&Reference],
+) -> Copied {
     let hole = super::io::binarize(hole.clone());
     let grey = image::DynamicImage::ImageRgb8(image.clone()).to_luma8();
     let parts: Vec<Rect> = super::boxes::connected_components(&hole)
         .into_iter()
         .map(|c| c.bbox)
         .collect();
-    let scene = Scene::new(&grey, &hole);
+    let references = if how.references { references } else { &[] };
+    let own = Field::new(grey.clone(), Some(&hole));
     let matches: Vec<(Rect, Match)> = parts
         .iter()
-        .filter_map(|&p| scene.best_match(p, DEFAULT_RING, how.turns).map(|m| (p, m)))
+        .filter_map(|&p| {
+            best_match_in(&grey, &hole, &own, references, p, DEFAULT_RING, how.turns)
+                .map(|m| (p, m))
+        })
         .filter(|(_, m)| m.mismatch <= how.max_mismatch)
         .collect();
     let mut out = image.clone();
     let mut rest = hole.clone();
     for (p, m) in &matches {
-        copy_part(&mut out, &hole, *p, m);
+        let from = match m.source {
+            Some(i) => &references[i].image,
+            None => image,
+        };
+        copy_part(&mut out, from, &hole, *p, m);
         for y in p.y..p.bottom() {
             for x in p.x..p.right() {
                 rest.put_pixel(x, y, image::Luma([0]));
@@ -377,7 +332,189 @@ pub fn copy_repeats(image: &RgbImage, hole: &GrayImage, how: CopyRepeats) -> Cop
         image: out,
         hole: rest,
         copied: matches.len(),
+        from_references: matches.iter().filter(|(_, m)| m.source.is_some()).count(),
         parts: parts.len(),
+    }
+}
+
+/// One flip or quarter turn of a hole's grown box, as searched for: its size, its known pixels
+/// as `(x, y, value)` and its whole known blocks as `(x, y, mean)` in blocks.
+struct Frame {
+    turn: u8,
+    size: (u32, u32),
+    known: Vec<(u32, u32, i32)>,
+    blocks: Vec<(usize, usize, f32)>,
+}
+
+/// The frames of the grown box `t` of `img` (its known pixels: `hole` zero) under each turn
+/// of `turns`; `None` when it has no known pixel.
+fn frames(img: &GrayImage, hole: &GrayImage, t: Rect, turns: Turns) -> Option<Vec<Frame>> {
+    let mut out = Vec::new();
+    for &turn in turns.list() {
+        let ((tw, th), px) = template(img, hole, t, turn);
+        let known = listed(&px, tw, th);
+        if known.is_empty() {
+            return None;
+        }
+        out.push(Frame {
+            turn,
+            size: (tw, th),
+            blocks: listed_blocks(&px, tw, th),
+            known,
+        });
+    }
+    Some(out)
+}
+
+/// The best place found in a [`Field`]: summed absolute difference over the frame's known
+/// pixels, their number, the turn and the top-left corner.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    diff: u64,
+    known: usize,
+    turn: u8,
+    at: (u32, u32),
+}
+
+impl Found {
+    /// Whether this matches strictly better than `other` (mean differences compared exactly).
+    fn beats(&self, other: &Found) -> bool {
+        u128::from(self.diff) * (other.known as u128) < u128::from(other.diff) * self.known as u128
+    }
+
+    fn mismatch(&self) -> f64 {
+        self.diff as f64 / (self.known as f64 * 255.0)
+    }
+}
+
+/// A grey image searched for sources: its pixels, the places it must not copy from (its hole
+/// pixels, counted per rectangle) and the means of its known blocks. Built once per image.
+struct Field {
+    img: GrayImage,
+    counts: Option<HoleCounts>,
+    /// Block means, NaN for a block with an unknown pixel.
+    blocks: Vec<f32>,
+    cw: usize,
+    ch: usize,
+}
+
+impl Field {
+    /// `img`, with the pixels that `hole` marks (same size) never copied from; `None`: every
+    /// pixel may be.
+    fn new(img: GrayImage, hole: Option<&GrayImage>) -> Self {
+        let (w, h) = img.dimensions();
+        let px: Vec<Option<u8>> = match hole {
+            Some(hole) => img
+                .as_raw()
+                .iter()
+                .zip(hole.as_raw())
+                .map(|(&v, &m)| (m == 0).then_some(v))
+                .collect(),
+            None => img.as_raw().iter().map(|&v| Some(v)).collect(),
+        };
+        let (blocks, cw, ch) = block_means(&px, w, h);
+        let blocks = blocks.into_iter().map(|b| b.unwrap_or(f32::NAN)).collect();
+        Self {
+            counts: hole.map(HoleCounts::new),
+            img,
+            blocks,
+            cw,
+            ch,
+        }
+    }
+
+    /// The place, among those where a whole frame lies free of hole pixels, whose pixels
+    /// differ least from a frame's known ones: block means compared at every block-aligned
+    /// place, then the best few refined to the pixel. The first of equal ones, in a fixed
+    /// order, wins.
+    fn search(&self, frames: &[Frame]) -> Option<Found> {
+        let (w, h) = self.img.dimensions();
+        let (cw, ch) = (self.cw, self.ch);
+        let step = COARSE as usize;
+        // (mean block difference, frame, x, y) of the best block-aligned places.
+        let mut coarse: Vec<(f32, usize, u32, u32)> = Vec::new();
+        for (f, frame) in frames.iter().enumerate() {
+            let (tw, th) = frame.size;
+            if tw > w || th > h {
+                continue;
+            }
+            if frame.blocks.is_empty() {
+                // Too small a frame for a whole known block: every block-aligned place is a
+                // candidate.
+                for y in (0..=h - th).step_by(step) {
+                    for x in (0..=w - tw).step_by(step) {
+                        coarse.push((0.0, f, x, y));
+                    }
+                }
+                continue;
+            }
+            // The frame's blocks as offsets into this field's block rows.
+            let flat: Vec<(usize, f32)> = frame
+                .blocks
+                .iter()
+                .map(|&(x, y, v)| (y * cw + x, v))
+                .collect();
+            for cy in 0..=ch.saturating_sub(th as usize / step) {
+                for cx in 0..=cw.saturating_sub(tw as usize / step) {
+                    let at = &self.blocks[cy * cw + cx..];
+                    let d: f32 = flat
+                        .iter()
+                        .map(|&(o, v)| match at[o] {
+                            // An unknown block (NaN) differs by full scale.
+                            s if s.is_nan() => 255.0,
+                            s => (s - v).abs(),
+                        })
+                        .sum();
+                    let (x, y) = ((cx * step) as u32, (cy * step) as u32);
+                    coarse.push((d / frame.blocks.len() as f32, f, x, y));
+                }
+            }
+        }
+        coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
+        coarse.truncate(REFINED);
+
+        // Fine: every place within a block of each coarse candidate.
+        let r = COARSE as i64 - 1;
+        let mut best: Option<Found> = None;
+        for &(_, f, cx, cy) in &coarse {
+            let frame = &frames[f];
+            let (tw, th) = frame.size;
+            for y in i64::from(cy) - r..=i64::from(cy) + r {
+                for x in i64::from(cx) - r..=i64::from(cx) + r {
+                    if x < 0
+                        || y < 0
+                        || x + i64::from(tw) > i64::from(w)
+                        || y + i64::from(th) > i64::from(h)
+                    {
+                        continue;
+                    }
+                    let (x, y) = (x as u32, y as u32);
+                    if let Some(counts) = &self.counts
+                        && counts.count(Rect::new(x, y, tw, th)) != 0
+                    {
+                        continue;
+                    }
+                    let diff: u64 = frame
+                        .known
+                        .iter()
+                        .map(|&(kx, ky, v)| {
+                            let s = self.img.get_pixel(x + kx, y + ky)[0];
+                            u64::from((i32::from(s) - v).unsigned_abs())
+                        })
+                        .sum();
+                    let found = Found {
+                        diff,
+                        known: frame.known.len(),
+                        turn: frame.turn,
+                        at: (x, y),
+                    };
+                    if best.is_none_or(|b| found.beats(&b)) {
+                        best = Some(found);
+                    }
+                }
+            }
+        }
+        best
     }
 }
 
@@ -420,7 +557,8 @@ mod tests {
         );
         assert_eq!((dx.rem_euclid(40), dy.rem_euclid(56)), (0, 0), "{m:?}");
         let mut out = image::DynamicImage::ImageLuma8(damaged).to_rgb8();
-        copy_part(&mut out, &hole, part, &m);
+        let from = out.clone();
+        copy_part(&mut out, &from, &hole, part, &m);
         let filled = image::DynamicImage::ImageRgb8(out).to_luma8();
         assert_eq!(filled, img);
     }
@@ -548,8 +686,9 @@ mod tests {
         let all = CopyRepeats {
             max_mismatch: 0.01,
             turns: Turns::All,
+            references: false,
         };
-        let copied = copy_repeats(&rgb, &hole, all);
+        let copied = copy_repeats(&rgb, &hole, all, &[]);
         assert_eq!((copied.copied, copied.parts), (1, 1));
         assert_eq!(copied.hole.as_raw().iter().filter(|&&v| v != 0).count(), 0);
         assert_eq!(
@@ -564,9 +703,110 @@ mod tests {
                 turns: Turns::None,
                 ..all
             },
+            &[],
         );
         assert_eq!((none.copied, none.parts), (0, 1));
         assert_eq!(none.hole, hole);
+    }
+
+    /// `w` x `h` of uniform noise from `seed`.
+    fn noise(w: u32, h: u32, seed: u64) -> GrayImage {
+        let mut state = seed;
+        GrayImage::from_fn(w, h, |_, _| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Luma([(state >> 56) as u8])
+        })
+    }
+
+    /// `frame` of `from` written into `into` with its top-left at `at`.
+    fn plant(into: &mut GrayImage, from: &GrayImage, frame: Rect, at: (u32, u32)) {
+        for y in 0..frame.h {
+            for x in 0..frame.w {
+                into.put_pixel(
+                    at.0 + x,
+                    at.1 + y,
+                    *from.get_pixel(frame.x + x, frame.y + y),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pattern_found_only_in_another_image_is_copied_from_the_best_one() {
+        let (w, h) = (120u32, 70u32);
+        let truth = noise(w, h, 7);
+        let part = Rect::new(30, 25, 11, 9);
+        let t = part.grown_clipped(DEFAULT_RING, w, h);
+        let hole = hole_at(w, h, part);
+        let mut damaged = truth.clone();
+        for y in part.y..part.bottom() {
+            for x in part.x..part.right() {
+                damaged.put_pixel(x, y, Luma([0]));
+            }
+        }
+        let rgb = |g: &GrayImage| image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
+        // Two other images hold the grown box: the first with one surrounding pixel off, the
+        // second exactly (and of another size).
+        let mut near = noise(90, 90, 8);
+        plant(&mut near, &truth, t, (3, 40));
+        let v = near.get_pixel(3, 40)[0];
+        near.put_pixel(3, 40, Luma([v.wrapping_add(90)]));
+        let mut exact = noise(100, 64, 9);
+        plant(&mut exact, &truth, t, (61, 17));
+        let refs = [
+            Reference::new("near", rgb(&near)),
+            Reference::new("exact", rgb(&exact)),
+        ];
+        let refs: Vec<&Reference> = refs.iter().collect();
+        let how = CopyRepeats {
+            max_mismatch: 0.01,
+            turns: Turns::None,
+            references: true,
+        };
+        let c = copy_repeats(&rgb(&damaged), &hole, how, &refs);
+        assert_eq!((c.copied, c.from_references, c.parts), (1, 1, 1));
+        assert_eq!(image::DynamicImage::ImageRgb8(c.image).to_luma8(), truth);
+        let own = Field::new(damaged.clone(), Some(&hole));
+        let m = best_match_in(
+            &damaged,
+            &hole,
+            &own,
+            &refs,
+            part,
+            DEFAULT_RING,
+            Turns::None,
+        )
+        .expect("a match");
+        assert_eq!((m.source, m.from, m.mismatch), (Some(1), (61, 17), 0.0));
+        // Without references the noise has no repeat: nothing is copied.
+        let alone = copy_repeats(
+            &rgb(&damaged),
+            &hole,
+            CopyRepeats {
+                references: false,
+                ..how
+            },
+            &refs,
+        );
+        assert_eq!((alone.copied, alone.from_references), (0, 0));
+        assert_eq!(alone.hole, hole);
+        // An exact repeat in the image itself wins a tie with the references.
+        let mut repeated = damaged.clone();
+        plant(&mut repeated, &truth, t, (84, 30));
+        let own = Field::new(repeated.clone(), Some(&hole));
+        let m = best_match_in(
+            &repeated,
+            &hole,
+            &own,
+            &refs,
+            part,
+            DEFAULT_RING,
+            Turns::None,
+        )
+        .expect("a match");
+        assert_eq!((m.source, m.from, m.mismatch), (None, (84, 30), 0.0));
     }
 
     #[test]

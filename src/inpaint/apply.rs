@@ -8,7 +8,9 @@
 //! is masked in that window, so no defect is ever used as context. Only the hole's pixels
 //! change: outside the box mask the twin is the input, byte for byte.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -23,7 +25,7 @@ use crate::dtgan::generate::{gray_like, resolve_checkpoint};
 use crate::dtgan::model::{read_checkpoint_hashed, restore_vars};
 use crate::imaging::boxes::{box_mask_from_mask, connected_components};
 use crate::imaging::depth::{Beyond, hole_depth};
-use crate::imaging::exemplar::{self, CopyRepeats};
+use crate::imaging::exemplar::{self, CopyRepeats, Reference};
 use crate::imaging::io::{load_mask, load_rgb8, save_png};
 use crate::imaging::rect::Rect;
 use crate::nn::NnError;
@@ -239,23 +241,26 @@ impl Inpainter {
 
     /// `image` with the pixels where `hole` is non-zero filled; every other pixel unchanged.
     pub fn fill(&self, image: &RgbImage, hole: &GrayImage) -> Result<RgbImage, InpaintError> {
-        self.fill_counting(image, hole).map(|f| f.image)
+        self.fill_counting(image, hole, &[]).map(|f| f.image)
     }
 
     /// [`Inpainter::fill`], saying how many parts of the hole were copied from a repeat
-    /// ([`Inpainter::with_exemplar`]).
+    /// ([`Inpainter::with_exemplar`]); where that copies from other images of the product too
+    /// (`references`), they are searched as well.
     pub fn fill_counting(
         &self,
         image: &RgbImage,
         hole: &GrayImage,
+        references: &[&Reference],
     ) -> Result<Filled, InpaintError> {
         let Some(how) = self.exemplar else {
             return Ok(Filled {
                 image: self.fill_network(image, hole)?,
                 copied: 0,
+                from_references: 0,
             });
         };
-        let c = exemplar::copy_repeats(image, hole, how);
+        let c = exemplar::copy_repeats(image, hole, how, references);
         let image = if c.copied == c.parts {
             c.image
         } else {
@@ -264,6 +269,7 @@ impl Inpainter {
         Ok(Filled {
             image,
             copied: c.copied,
+            from_references: c.from_references,
         })
     }
 
@@ -286,6 +292,8 @@ pub struct Filled {
     pub image: RgbImage,
     /// Parts of the hole copied ([`Inpainter::with_exemplar`]).
     pub copied: usize,
+    /// Of those, parts copied from another image of the product.
+    pub from_references: usize,
 }
 
 /// A generator in use, borrowed: [`Inpainter`] fills with its own, and the trainer validates
@@ -729,6 +737,8 @@ pub fn plan_twins(
 pub struct TwinMaker {
     model: Inpainter,
     project: Project,
+    /// The defect-free images each group's fills may copy from, loaded on first use.
+    references: std::sync::Mutex<HashMap<String, Arc<Vec<Reference>>>>,
 }
 
 impl TwinMaker {
@@ -741,7 +751,32 @@ impl TwinMaker {
                 .with_peel(req.peel)
                 .with_exemplar(req.exemplar),
             project,
+            references: Default::default(),
         })
+    }
+
+    /// The good images and real templates of `group` (at most [`exemplar::MAX_REFERENCES`],
+    /// evenly spread by id) when fills copy from other images ([`CopyRepeats::references`]);
+    /// else none.
+    fn references(&self, group: &str) -> Result<Arc<Vec<Reference>>, InpaintError> {
+        if !self.model.exemplar.is_some_and(|x| x.references) {
+            return Ok(Arc::default());
+        }
+        let mut cache = self
+            .references
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(refs) = cache.get(group) {
+            return Ok(Arc::clone(refs));
+        }
+        let mut refs = Vec::new();
+        for e in reference_images(&self.project.manifest.images, group) {
+            let image = load_rgb8(&self.project.abs(&e.path))?;
+            refs.push(Reference::new(e.id.clone(), image));
+        }
+        let refs = Arc::new(refs);
+        cache.insert(group.to_string(), Arc::clone(&refs));
+        Ok(refs)
     }
 
     /// Makes the twin of one defect image: fills its boxes, writes the image, and returns the
@@ -764,7 +799,9 @@ impl TwinMaker {
                 mask: hole.dimensions(),
             });
         }
-        let filled = self.model.fill_counting(&image, &hole)?;
+        let pool = self.references(&entry.group)?;
+        let references: Vec<&Reference> = pool.iter().collect();
+        let filled = self.model.fill_counting(&image, &hole, &references)?;
         let twin = filled.image;
         let seam = seam_score(&twin, &hole);
         let rel = twin_path(&entry.id);
@@ -783,6 +820,7 @@ impl TwinMaker {
             peel: self.model.peel,
             exemplar: self.model.exemplar,
             copied: filled.copied,
+            referenced: filled.from_references,
         });
         Ok(t)
     }
@@ -808,6 +846,22 @@ impl TwinMaker {
         progress(total, total);
         Ok(total)
     }
+}
+
+/// The images of `group` that fills may copy from ([`CopyRepeats::references`]): its good
+/// images and real templates, never a generated image or an inpainted twin; at most
+/// [`exemplar::MAX_REFERENCES`], evenly spread by id.
+pub fn reference_images<'a>(images: &'a [ImageEntry], group: &str) -> Vec<&'a ImageEntry> {
+    let mut found: Vec<&ImageEntry> = images
+        .iter()
+        .filter(|e| {
+            e.group == group
+                && e.synthetic.is_none()
+                && (e.role == Role::Good || (e.role == Role::Template && e.is_real_template()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    super::eval::evenly_spread(found, exemplar::MAX_REFERENCES)
 }
 
 /// Puts a made twin into the manifest (replacing an earlier inpainted twin of the same id) and

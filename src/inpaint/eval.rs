@@ -9,7 +9,7 @@
 //! floor. Two baselines use the same holes: "copy" (the defect image unchanged) and "mean fill"
 //! (each box filled with the mean of a ring around it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, RgbImage};
@@ -19,7 +19,7 @@ use super::apply::{InpaintError, Inpainter, NATIVE_MAX};
 use crate::dtgan::run::{RunDir, RunInfo};
 use crate::imaging::boxes::connected_components;
 use crate::imaging::depth::{Beyond, hole_depth};
-use crate::imaging::exemplar::CopyRepeats;
+use crate::imaging::exemplar::{self, CopyRepeats, Reference};
 use crate::imaging::io::load_rgb8;
 use crate::imaging::rect::Rect;
 use crate::project::import::deeppcb::{parse_boxes, read_index};
@@ -236,6 +236,10 @@ pub struct EvalReport {
     pub parts: usize,
     /// Parts copied from a repeat in the defect images, and in the templates (self-test).
     pub copied_parts: (usize, usize),
+    /// Of those, parts copied from another template of the pair's group (references), never
+    /// the pair's own.
+    #[serde(skip_serializing_if = "is_nothing")]
+    pub referenced_parts: (usize, usize),
     /// The groups whose defect images the run (any run of a checkpoint ensemble whose run.json
     /// can be read) also learned from, away from their defects (`Some(empty)`: every group's):
     /// their templates and the pixels of the boxes stay unseen.
@@ -413,6 +417,56 @@ pub enum EvalError {
 }
 
 /// Runs the evaluation; `progress(done, total)` after each pair.
+fn is_nothing(n: &(usize, usize)) -> bool {
+    *n == (0, 0)
+}
+
+/// The templates of `groups` that fills may copy from ([`CopyRepeats::references`]), by group:
+/// at most [`exemplar::MAX_REFERENCES`] of each (evenly spread by id), with their pair ids so
+/// that a pair's own template, its ground truth, is left out of its own fill.
+fn reference_pool(
+    data: &Path,
+    index: &std::collections::HashMap<String, String>,
+    groups: &[String],
+) -> Result<BTreeMap<String, Vec<(String, Reference)>>, EvalError> {
+    let mut pool = BTreeMap::new();
+    for g in groups {
+        let mut ids: Vec<&String> = index
+            .iter()
+            .filter(|(_, ig)| *ig == g)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        // One more than the cap, so that a pair's own template left out still leaves the cap.
+        let mut refs = Vec::new();
+        for id in evenly_spread(ids, exemplar::MAX_REFERENCES + 1) {
+            let path = data.join("pairs").join(format!("{id}_temp.jpg"));
+            let image = load_rgb8(&path).map_err(|e| EvalError::Data(e.to_string()))?;
+            refs.push((
+                id.clone(),
+                Reference::new(path.display().to_string(), image),
+            ));
+        }
+        pool.insert(g.clone(), refs);
+    }
+    Ok(pool)
+}
+
+/// The references of pair `id` of `group`: its group's pool without its own template.
+fn others<'a>(
+    pool: &'a BTreeMap<String, Vec<(String, Reference)>>,
+    group: Option<&String>,
+    id: &str,
+) -> Vec<&'a Reference> {
+    group
+        .and_then(|g| pool.get(g))
+        .into_iter()
+        .flatten()
+        .filter(|(other, _)| other != id)
+        .map(|(_, r)| r)
+        .collect()
+}
+
 pub fn evaluate(
     req: &EvalRequest,
     progress: &mut dyn FnMut(usize, usize),
@@ -481,6 +535,11 @@ pub fn evaluate(
     let mut sized = [(); 4].map(|_| (0usize, Tally::default(), Tally::default(), Tally::default()));
     // Per depth range: real, self-test, copy.
     let mut deep = [[Tally::default(); DEPTH_EDGES.len() + 1]; 3];
+    let pool = match req.exemplar {
+        Some(how) if how.references => reference_pool(&req.data, &index, &groups)?,
+        _ => BTreeMap::new(),
+    };
+    let mut referenced = (0, 0);
     let total = ids.len();
     for (done, id) in ids.iter().enumerate() {
         progress(done, total);
@@ -515,8 +574,10 @@ pub fn evaluate(
             }
         }
         parts += connected_components(&hole).len();
-        let f = model.fill_counting(&test, &hole)?;
+        let references = others(&pool, index.get(*id), id);
+        let f = model.fill_counting(&test, &hole, &references)?;
         copied += f.copied;
+        referenced.0 += f.from_references;
         let filled_rgb = f.image;
         if let Some((dir, n)) = &req.examples
             && done < *n
@@ -529,8 +590,9 @@ pub fn evaluate(
         }
         let filled = gray(&filled_rgb);
         real.add(&filled, &temp_g, &hole);
-        let f = model.fill_counting(&temp, &hole)?;
+        let f = model.fill_counting(&temp, &hole, &references)?;
         self_copied += f.copied;
+        referenced.1 += f.from_references;
         let self_filled = gray(&f.image);
         selftest.add(&self_filled, &temp_g, &hole);
         copy.add(&test_g, &temp_g, &hole);
@@ -589,6 +651,7 @@ pub fn evaluate(
         exemplar: req.exemplar,
         parts,
         copied_parts: (copied, self_copied),
+        referenced_parts: referenced,
         context: learned_from(&infos),
         hole_pixel_error: r.hole_pixel_error,
         psnr: r.psnr,
@@ -657,6 +720,32 @@ mod tests {
             learned_from(&[b, info(&["g1"], Some(&[])), c]),
             Some(Vec::new())
         );
+    }
+
+    #[test]
+    fn a_pair_copies_from_its_groups_other_templates_never_its_own() {
+        let reference = |name: &str| Reference::new(name, RgbImage::new(4, 4));
+        let mut pool = BTreeMap::new();
+        pool.insert(
+            "g".to_string(),
+            vec![
+                ("1".to_string(), reference("t1")),
+                ("2".to_string(), reference("t2")),
+                ("3".to_string(), reference("t3")),
+            ],
+        );
+        pool.insert("h".to_string(), vec![("9".to_string(), reference("t9"))]);
+        let names = |group: Option<&str>, id: &str| -> Vec<String> {
+            let group = group.map(str::to_string);
+            others(&pool, group.as_ref(), id)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        assert_eq!(names(Some("g"), "2"), ["t1", "t3"]);
+        assert_eq!(names(Some("g"), "7"), ["t1", "t2", "t3"]);
+        assert_eq!(names(Some("h"), "9"), Vec::<String>::new());
+        assert_eq!(names(None, "1"), Vec::<String>::new());
     }
 
     #[test]

@@ -224,6 +224,9 @@ pub struct InpaintInfo {
     /// How many boxes (parts of the box mask) were copied so (absent: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub copied: usize,
+    /// Of those, how many from another defect-free image of the group (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced: usize,
 }
 
 fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
@@ -418,8 +421,10 @@ mod tests {
             exemplar: Some(CopyRepeats {
                 max_mismatch: 0.05,
                 turns: crate::imaging::exemplar::Turns::All,
+                references: false,
             }),
             copied: 3,
+            referenced: 0,
         };
         let text = serde_json::to_string(&info).expect("json");
         assert!(text.contains("\"ensemble\":true"), "{text}");
@@ -429,16 +434,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"copied\":3"), "{text}");
+        assert!(!text.contains("referenced"), "{text}");
         assert_eq!(
             serde_json::from_str::<InpaintInfo>(&text).expect("read"),
             info
         );
+        // Copies from other images of the group are recorded when asked for.
+        let from_others = InpaintInfo {
+            exemplar: info.exemplar.map(|x| CopyRepeats {
+                references: true,
+                ..x
+            }),
+            referenced: 2,
+            ..info.clone()
+        };
+        let text = serde_json::to_string(&from_others).expect("json");
+        assert!(text.contains("\"references\":true"), "{text}");
+        assert!(text.contains("\"referenced\":2"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<InpaintInfo>(&text).expect("read"),
+            from_others
+        );
         let old: InpaintInfo =
             serde_json::from_str(r#"{"checkpoint":"ab","seam":1.5}"#).expect("old twin");
         assert!(!old.ensemble);
-        assert_eq!((old.peel, old.exemplar, old.copied), (0, None, 0));
+        assert_eq!(
+            (old.peel, old.exemplar, old.copied, old.referenced),
+            (0, None, 0, 0)
+        );
         let plain = serde_json::to_string(&old).expect("json");
-        for absent in ["ensemble", "peel", "exemplar", "copied"] {
+        for absent in ["ensemble", "peel", "exemplar", "copied", "referenced"] {
             assert!(!plain.contains(absent), "{plain}");
         }
     }

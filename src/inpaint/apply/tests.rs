@@ -355,8 +355,11 @@ fn overfits_one_image_and_makes_reviewable_twins() {
     let model = model.with_exemplar(Some(CopyRepeats {
         max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
         turns: Turns::None,
+        references: false,
     }));
-    let f = model.fill_counting(&truth, &both).expect("copy repeats");
+    let f = model
+        .fill_counting(&truth, &both, &[])
+        .expect("copy repeats");
     assert_eq!(f.copied, 1, "only the repeated box is copied");
     let model = model.with_exemplar(None);
     let after_copy = model.fill(&truth, &boxes(&[b])).expect("network fill");
@@ -391,6 +394,7 @@ fn overfits_one_image_and_makes_reviewable_twins() {
             exemplar: Some(CopyRepeats {
                 max_mismatch: 0.02,
                 turns: Turns::All,
+                references: false,
             }),
         },
         &mut |_, _| {},
@@ -1014,5 +1018,52 @@ fn a_checkpoint_ensemble_fills_with_the_mean_of_its_generators() {
     assert!(
         err.contains("64 px") && err.contains(&c.display().to_string()),
         "{err}"
+    );
+}
+
+#[test]
+fn fills_copy_only_from_the_groups_own_defect_free_images() {
+    let entry = |id: &str, role: Role, group: &str| {
+        let path = RelPath::new(format!("images/{id}.png")).expect("path");
+        ImageEntry::new(id, path, role, group)
+    };
+    let mut inpainted = entry("d1~twin", Role::Template, "g");
+    inpainted.twin_status = Some(TwinStatus::Accepted);
+    inpainted.inpaint = Some(InpaintInfo::default());
+    let mut generated = entry("s1", Role::Good, "g");
+    generated.synthetic = Some(crate::project::Provenance {
+        source: "good-a".into(),
+        mask_source: "random".into(),
+        checkpoint: "0".repeat(64),
+        seed: 1,
+    });
+    let mut images = vec![
+        entry("good-b", Role::Good, "g"),
+        entry("d1", Role::Defect, "g"),
+        inpainted,
+        generated,
+        entry("good-other", Role::Good, "h"),
+        entry("d2-temp", Role::Template, "g"),
+        entry("good-a", Role::Good, "g"),
+    ];
+    let ids = |images: &[ImageEntry], g: &str| -> Vec<String> {
+        reference_images(images, g)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&images, "g"), ["d2-temp", "good-a", "good-b"]);
+    assert_eq!(ids(&images, "h"), ["good-other"]);
+    assert!(ids(&images, "none").is_empty());
+    // A big group gives the cap, spread over it.
+    for i in 0..200 {
+        images.push(entry(&format!("many-{i:03}"), Role::Good, "big"));
+    }
+    let big = ids(&images, "big");
+    assert_eq!(big.len(), exemplar::MAX_REFERENCES);
+    assert_eq!(big.first().map(String::as_str), Some("many-000"));
+    assert!(
+        big.last().is_some_and(|l| l.as_str() > "many-190"),
+        "{big:?}"
     );
 }

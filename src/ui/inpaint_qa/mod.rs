@@ -148,6 +148,8 @@ struct MakeForm {
     /// Copy boxes whose surroundings repeat elsewhere in the image
     /// ([`exemplar::DEFAULT_MAX_MISMATCH`]).
     copy_repeats: bool,
+    /// With `copy_repeats`, also copy from the group's good images and real templates.
+    from_good_images: bool,
 }
 
 /// State of the Inpaint QA pane.
@@ -547,6 +549,15 @@ impl InpaintQaPane {
                     "Where a box's surroundings occur again elsewhere in the image (a trace that \
                  goes on, a row of pads), copy the box from there; the network fills the rest",
                 );
+            ui.add_enabled(
+                form.copy_repeats,
+                egui::Checkbox::new(&mut form.from_good_images, "…and from good images"),
+            )
+            .on_hover_text(format!(
+                "Also copy from the good images and real templates of the defect image's group \
+                 (at most {}), where the pattern around the box occurs whole",
+                exemplar::MAX_REFERENCES
+            ));
             let run = typed_folder(&form.run);
             let ready = run.is_some() && cx.project.is_some();
             let make = ui
@@ -567,6 +578,7 @@ impl InpaintQaPane {
                     exemplar: form.copy_repeats.then_some(CopyRepeats {
                         max_mismatch: exemplar::DEFAULT_MAX_MISMATCH,
                         turns: Turns::None,
+                        references: form.from_good_images,
                     }),
                 };
                 match cx.commands.send(Command::ApplyInpaint(Box::new(req))) {
@@ -715,6 +727,12 @@ pub fn fill_description(info: &crate::project::InpaintInfo) -> String {
         });
         if x.turns == Turns::All {
             how.push("flips and turns allowed".into());
+        }
+        if x.references {
+            how.push(match info.referenced {
+                1 => "1 of them from another image of the group".to_string(),
+                n => format!("{n} of them from other images of the group"),
+            });
         }
     }
     how.join("; ")

@@ -99,6 +99,7 @@ mod tests {
         info.exemplar = Some(CopyRepeats {
             max_mismatch: 0.05,
             turns: Turns::None,
+            references: false,
         });
         info.copied = 2;
         assert_eq!(
@@ -114,6 +115,16 @@ mod tests {
         assert_eq!(
             fill_description(&info),
             "network fill, mean of 8 flips and turns; rim inwards in 4 px rings; 1 box copied from a repeat; flips and turns allowed"
+        );
+        info.exemplar = info.exemplar.map(|x| CopyRepeats {
+            references: true,
+            ..x
+        });
+        info.copied = 3;
+        info.referenced = 2;
+        assert_eq!(
+            fill_description(&info),
+            "network fill, mean of 8 flips and turns; rim inwards in 4 px rings; 3 boxes copied from repeats; flips and turns allowed; 2 of them from other images of the group"
         );
     }
 
