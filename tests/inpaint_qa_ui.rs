@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use dtgan_studio::imaging::exemplar::{self, CopyRepeats, Turns};
 use dtgan_studio::imaging::rect::Rect;
-use dtgan_studio::inpaint::apply::RIM_RING;
+use dtgan_studio::inpaint::apply::{ApplyRequest, RIM_RING};
 use dtgan_studio::project::{ImageEntry, InpaintInfo, Project, RelPath, Role, TwinStatus};
 use dtgan_studio::protocol::Command;
 use dtgan_studio::ui::inpaint_qa::InpaintQaPane;
@@ -90,6 +90,23 @@ fn listed(h: &Harness<'_, State>) -> Vec<String> {
 
 fn drain(rx: &Receiver<Command>) -> Vec<Command> {
     rx.try_iter().collect()
+}
+
+/// The twin-making requests among `cmds`.
+fn applies(cmds: &[Command]) -> Vec<&ApplyRequest> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::ApplyInpaint(r) => Some(&**r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Clicks *Make twins* and returns the requests it sent.
+fn make_twins(h: &mut Harness<'static, State>, rx: &Receiver<Command>) -> Vec<ApplyRequest> {
+    h.get_by_label("Make twins").click();
+    h.run_steps(3);
+    applies(&drain(rx)).into_iter().cloned().collect()
 }
 
 fn loads(cmds: &[Command]) -> Vec<&str> {
@@ -379,13 +396,7 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     h.get_by_label("Make twins").click();
     h.run_steps(3);
     let cmds = drain(&rx);
-    let req = cmds
-        .iter()
-        .find_map(|c| match c {
-            Command::ApplyInpaint(r) => Some(r),
-            _ => None,
-        })
-        .expect("ApplyInpaint sent");
+    let req = *applies(&cmds).first().expect("ApplyInpaint sent");
     assert_eq!(req.run, std::path::PathBuf::from("/runs/inpaint-1"));
     assert_eq!(req.project, h.state().project().root);
     assert_eq!(req.class.as_deref(), Some("spot"));
@@ -413,14 +424,9 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     h.get_by_label("Rim inwards").click();
     h.get_by_label("Copy repeats").click();
     h.run_steps(2);
-    h.get_by_label("Make twins").click();
-    h.run_steps(3);
-    let sent: Vec<_> = drain(&rx)
+    let sent: Vec<_> = make_twins(&mut h, &rx)
         .iter()
-        .filter_map(|c| match c {
-            Command::ApplyInpaint(r) => Some((r.peel, r.exemplar)),
-            _ => None,
-        })
+        .map(|r| (r.peel, r.exemplar))
         .collect();
     assert_eq!(
         sent,
@@ -439,16 +445,11 @@ fn make_twins_needs_a_run_folder_then_sends_apply_inpaint() {
     h.run_steps(2);
     h.get_by_label("…and from good images").click();
     h.run_steps(2);
-    h.get_by_label("Make twins").click();
-    h.run_steps(3);
-    let sent: Vec<_> = drain(&rx)
+    let sent: Vec<_> = make_twins(&mut h, &rx)
         .iter()
-        .filter_map(|c| match c {
-            Command::ApplyInpaint(r) => r.exemplar.map(|x| x.references),
-            _ => None,
-        })
+        .map(|r| r.exemplar.map(|x| x.references))
         .collect();
-    assert_eq!(sent, vec![true]);
+    assert_eq!(sent, vec![Some(true)]);
 }
 
 #[test]

@@ -339,6 +339,9 @@ pub fn run_apply(args: &ApplyArgs) -> anyhow::Result<()> {
         "seam score threshold {:.2}: {} twins above it (review them first)",
         s.threshold, s.flagged
     );
+    if let Some(line) = s.copies_line() {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -781,17 +781,12 @@ mod tests {
         let c = copy_repeats(&rgb(&damaged), &hole, how, &refs);
         assert_eq!((c.copied, c.from_references, c.parts), (1, 1, 1));
         assert_eq!(image::DynamicImage::ImageRgb8(c.image).to_luma8(), truth);
-        let own = Field::new(damaged.clone(), Some(&hole));
-        let m = best_match_in(
-            &damaged,
-            &hole,
-            &own,
-            &refs,
-            part,
-            DEFAULT_RING,
-            Turns::None,
-        )
-        .expect("a match");
+        let search = |img: &GrayImage| {
+            let own = Field::new(img.clone(), Some(&hole));
+            best_match_in(img, &hole, &own, &refs, part, DEFAULT_RING, Turns::None)
+                .expect("a match")
+        };
+        let m = search(&damaged);
         assert_eq!((m.source, m.from, m.mismatch), (Some(1), (61, 17), 0.0));
         // Without references the noise has no repeat: nothing is copied.
         let alone = copy_repeats(
@@ -808,17 +803,7 @@ mod tests {
         // An exact repeat in the image itself wins a tie with the references.
         let mut repeated = damaged.clone();
         plant(&mut repeated, &truth, t, (84, 30));
-        let own = Field::new(repeated.clone(), Some(&hole));
-        let m = best_match_in(
-            &repeated,
-            &hole,
-            &own,
-            &refs,
-            part,
-            DEFAULT_RING,
-            Turns::None,
-        )
-        .expect("a match");
+        let m = search(&repeated);
         assert_eq!((m.source, m.from, m.mismatch), (None, (84, 30), 0.0));
     }
 

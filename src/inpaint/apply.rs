@@ -672,6 +672,10 @@ pub struct ApplySummary {
     pub threshold: f64,
     /// Twins above it.
     pub flagged: usize,
+    /// Boxes (parts of the box masks) of the twins made that were copied from repeats.
+    pub copied: usize,
+    /// Of those, boxes copied from other images of the group.
+    pub referenced: usize,
 }
 
 /// Id of the inpainted twin of defect image `id`.
@@ -691,11 +695,14 @@ pub fn apply_project(
     let mut summary = ApplySummary::default();
     let todo = plan_twins(&project, req, &mut summary);
     let maker = TwinMaker::new(req, project.clone())?;
+    let mut counted = ApplySummary::default();
     summary.made = maker.make_all(&todo, progress, cancelled, &mut |defect, twin| {
+        counted.count_copies(&twin);
         record_twin(&mut project, defect, twin)?;
         project.save()?;
         Ok(())
     })?;
+    (summary.copied, summary.referenced) = (counted.copied, counted.referenced);
     summary.score_seams(&project);
     Ok(summary)
 }
@@ -890,6 +897,25 @@ pub fn record_twin(
 }
 
 impl ApplySummary {
+    /// Counts the boxes a made twin copied from repeats.
+    pub fn count_copies(&mut self, twin: &ImageEntry) {
+        if let Some(info) = &twin.inpaint {
+            self.copied += info.copied;
+            self.referenced += info.referenced;
+        }
+    }
+
+    /// What the copying did, for the end of an apply: `None` when no box was copied.
+    pub fn copies_line(&self) -> Option<String> {
+        match (self.copied, self.referenced) {
+            (0, _) => None,
+            (c, 0) => Some(format!("{c} boxes copied from repeats")),
+            (c, r) => Some(format!(
+                "{c} boxes copied from repeats, {r} of them from other images of the group"
+            )),
+        }
+    }
+
     /// Sets the seam threshold and the number of twins above it, over all inpainted twins of
     /// `project`.
     pub fn score_seams(&mut self, project: &Project) {

@@ -262,6 +262,9 @@ impl Worker {
     pub(super) fn on_twin(&mut self, msg: Option<TwinMsg>) {
         match msg {
             Some(TwinMsg::Made { defect, twin }) => {
+                if let Some(job) = &mut self.models.inpainting {
+                    job.summary.count_copies(&twin);
+                }
                 if let Err(e) = self.record_made_twin(&defect, *twin)
                     && let Some(job) = &mut self.models.inpainting
                 {
@@ -331,8 +334,13 @@ impl Worker {
                 self.sink.send(Event::JobFinished {
                     job: job_kind,
                     message: format!(
-                        "{} twins made, pending review ({} with a real template, {} accepted before); {} above the seam threshold {:.2}",
-                        s.made, s.real_twin, s.accepted, s.flagged, s.threshold
+                        "{} twins made, pending review ({} with a real template, {} accepted before); {} above the seam threshold {:.2}{}",
+                        s.made,
+                        s.real_twin,
+                        s.accepted,
+                        s.flagged,
+                        s.threshold,
+                        s.copies_line().map(|l| format!("; {l}")).unwrap_or_default()
                     ),
                 });
             }

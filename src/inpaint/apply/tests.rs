@@ -410,6 +410,11 @@ fn overfits_one_image_and_makes_reviewable_twins() {
         .filter(|e| e.inpaint.is_some())
         .collect();
     assert_eq!(twins.len(), summary.made);
+    let copied: usize = twins
+        .iter()
+        .map(|t| t.inpaint.as_ref().map_or(0, |i| i.copied))
+        .sum();
+    assert_eq!((summary.copied, summary.referenced), (copied, 0));
     for t in &twins {
         assert_eq!(t.twin_status, Some(TwinStatus::PendingReview));
         let info = t.inpaint.as_ref().expect("inpaint info");
@@ -1065,5 +1070,38 @@ fn fills_copy_only_from_the_groups_own_defect_free_images() {
     assert!(
         big.last().is_some_and(|l| l.as_str() > "many-190"),
         "{big:?}"
+    );
+}
+
+#[test]
+fn an_apply_counts_the_boxes_its_twins_copied() {
+    let twin = |copied: usize, referenced: usize| {
+        let path = RelPath::new("twins/t.png").expect("path");
+        let mut t = ImageEntry::new("t", path, Role::Template, "g");
+        t.inpaint = Some(InpaintInfo {
+            copied,
+            referenced,
+            ..Default::default()
+        });
+        t
+    };
+    let mut s = ApplySummary::default();
+    assert_eq!(s.copies_line(), None);
+    s.count_copies(&twin(2, 0));
+    assert_eq!(
+        s.copies_line().as_deref(),
+        Some("2 boxes copied from repeats")
+    );
+    s.count_copies(&twin(3, 1));
+    s.count_copies(&ImageEntry::new(
+        "g1",
+        RelPath::new("images/g1.png").expect("path"),
+        Role::Good,
+        "g",
+    ));
+    assert_eq!((s.copied, s.referenced), (5, 1));
+    assert_eq!(
+        s.copies_line().as_deref(),
+        Some("5 boxes copied from repeats, 1 of them from other images of the group")
     );
 }
