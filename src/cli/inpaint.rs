@@ -273,8 +273,9 @@ pub struct ApplyArgs {
 pub struct ExemplarArgs {
     /// Copy each box whose surroundings occur again elsewhere in its image (a trace that goes
     /// on, a row of pads) from the best-matching place, where the surroundings there mismatch
-    /// by at most MAX (mean absolute grey difference over 12 px around the box, as a fraction
-    /// of full scale; without a value 0.05); the network fills the other boxes.
+    /// by at most MAX (mean absolute grey difference over 12 px around the box, 6 px with
+    /// `--exemplar-references`, as a fraction of full scale; without a value 0.05); the
+    /// network fills the other boxes.
     #[arg(long, value_name = "MAX", num_args = 0..=1, default_missing_value = "0.05")]
     pub exemplar: Option<f64>,
     /// With `--exemplar`, also copy from places where the pattern is flipped or turned a
