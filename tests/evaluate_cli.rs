@@ -142,6 +142,59 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     // Another seed draws other patches.
     let other = results(&tiles(dir.path(), "other", &["--seed", "3"]));
     assert_ne!(other["cases"], r["cases"]);
+
+    // Paired negatives: the patch under each synthetic crack, before painting, joins the good
+    // class of cases c and d, and of those only.
+    let paired_out = tiles(dir.path(), "paired", &["--paired-negatives"]);
+    let paired = results(&paired_out);
+    let cases_of = |r: &serde_json::Value| r["cases"].as_array().expect("cases").clone();
+    let (base, with) = (cases_of(&r), cases_of(&paired));
+    let negatives: Vec<u64> = with
+        .iter()
+        .filter_map(|c| c["negatives"].as_u64())
+        .collect();
+    assert_eq!(negatives, [0, 0, 12, 12, 0]);
+    for i in [0, 1, 4] {
+        assert_eq!(with[i]["per_seed"], base[i]["per_seed"], "case {i}");
+    }
+    let png = |sub: &str, i: usize| {
+        image::open(
+            paired_out
+                .join("patches")
+                .join(sub)
+                .join(format!("{i:05}.png")),
+        )
+        .expect("patch decodes")
+        .to_luma8()
+    };
+    let mut changed = 0;
+    for i in 0..12 {
+        let (defect, clean) = (png("synthetic", i), png("paired-negatives", i));
+        assert_eq!(defect.dimensions(), clean.dimensions());
+        changed += defect
+            .pixels()
+            .zip(clean.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        // The same synthetic defects as without the option.
+        assert_eq!(defect, {
+            let p = out
+                .join("patches")
+                .join("synthetic")
+                .join(format!("{i:05}.png"));
+            image::open(p).expect("patch decodes").to_luma8()
+        });
+    }
+    assert!(
+        changed > 0,
+        "the negatives are the synthetic patches themselves"
+    );
+    let report = std::fs::read_to_string(paired_out.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("| c | synthetic only (+ 12 paired negatives) | 12 |"),
+        "{report}"
+    );
+    assert!(report.contains("Paired negatives:"), "{report}");
 }
 
 #[test]

@@ -73,6 +73,7 @@ fn results() -> EvalResults {
             case: letter.to_string(),
             name: name.to_string(),
             minor_train: i * 10,
+            negatives: 0,
             recall: stat(0.1 * i as f64, 0.05),
             precision: if i == 0 {
                 MeanSd::of(&[])

@@ -93,6 +93,11 @@ pub struct EvaluateArgs {
     /// [default: true].
     #[arg(long)]
     pub same_effect: Option<bool>,
+    /// Also train the synthetic cases (c, d) on the defect-free patch under each synthetic
+    /// defect, as a `good` patch: each place is seen with and without the defect, so the
+    /// classifier cannot take the kind of place for the defect.
+    #[arg(long)]
+    pub paired_negatives: bool,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -128,6 +133,7 @@ impl EvaluateArgs {
         if let Some(on) = self.same_effect {
             config.same_effect = on;
         }
+        config.paired_negatives = self.paired_negatives;
         EvalRequest {
             train: self.train.clone(),
             test: self.test.clone(),
@@ -260,5 +266,11 @@ mod tests {
         let r = request(&["--dtgan-steps", "77", "--source-groups", "a, b"]);
         assert_eq!(r.config.dtgan.steps, 77);
         assert_eq!(r.source_groups, ["a", "b"]);
+    }
+
+    #[test]
+    fn paired_negatives_are_asked_for() {
+        assert!(!request(&[]).config.paired_negatives);
+        assert!(request(&["--paired-negatives"]).config.paired_negatives);
     }
 }

@@ -88,6 +88,11 @@ pub struct EvalConfig {
     /// reports from before this field: false).
     #[serde(default)]
     pub same_effect: bool,
+    /// Add, for every synthetic defect, the defect-free patch it was painted into to the
+    /// `good` class of the cases that use synthetic defects (c and d): the classifier then sees
+    /// each place with and without the defect, and cannot learn the places as the defect.
+    #[serde(default)]
+    pub paired_negatives: bool,
 }
 
 fn default_candidates() -> usize {
@@ -149,6 +154,7 @@ impl EvalConfig {
             composite: Composite::default(),
             candidates: CANDIDATES_PER_DEFECT,
             same_effect: true,
+            paired_negatives: false,
         }
     }
 }
@@ -280,6 +286,10 @@ pub struct CaseResult {
     pub name: String,
     /// Minor-class training patches.
     pub minor_train: usize,
+    /// Defect-free patches added to the `good` class: the patches under the synthetic defects
+    /// (`--paired-negatives`; 0 otherwise and in reports from before it).
+    #[serde(default)]
+    pub negatives: usize,
     /// Minor-class recall.
     pub recall: MeanSd,
     /// Minor-class precision (over the seeds where it is defined; `n` says how many).
@@ -1061,6 +1071,12 @@ fn place(canvas: &Canvas, cuts: &[MaskCut], seed: u64) -> Result<Option<Placemen
     }))
 }
 
+/// A painted synthetic defect's patch and the same patch before painting.
+struct Painted {
+    patch: GrayImage,
+    before: GrayImage,
+}
+
 /// Paints the defect of `p` and cuts its patch; `None` when the mask is empty. A matched
 /// placement's defect is judged against the real one it copies (see [`Verdict`]); the effect
 /// only when `same_effect`.
@@ -1069,15 +1085,15 @@ fn paint(
     p: &Placement,
     composite: Composite,
     same_effect: bool,
-) -> Result<Option<(GrayImage, Verdict)>, EvalError> {
+) -> Result<Option<(Painted, Verdict)>, EvalError> {
     let Some(bbox) = mask_bbox(&p.mask) else {
         return Ok(None);
     };
     let out = luma(&generator.generate(&p.window, &p.mask, composite)?);
+    let before = luma(&p.window);
     let verdict = match p.matched {
         None => Verdict::Kept,
         Some(m) => {
-            let before = luma(&p.window);
             let change = mean_change(&out, &before, &p.mask);
             if !change.is_some_and(|c| c >= MIN_CHANGE_RATIO * m.change) {
                 Verdict::Faint
@@ -1091,7 +1107,11 @@ fn paint(
             }
         }
     };
-    Ok(Some((patch_around(&out, bbox), verdict)))
+    let painted = Painted {
+        patch: patch_around(&out, bbox),
+        before: patch_around(&before, bbox),
+    };
+    Ok(Some((painted, verdict)))
 }
 
 /// `count` classical augmentations of `real` (cycled): random resized crop keeping the centre,
@@ -1310,6 +1330,13 @@ pub fn evaluate(
             "the task needs at least two classes".into(),
         ));
     }
+    if req.config.paired_negatives && !classes.iter().any(|c| c == GOOD) {
+        return Err(EvalError::Data(format!(
+            "--paired-negatives adds defect-free patches to the {GOOD} class, and the training \
+             data {} has none (no good images or templates)",
+            req.train.display()
+        )));
+    }
     let mut pick_rng = ChaCha8Rng::seed_from_u64(derive_seed(req.seed, 13));
     let k_real: Vec<Patch> = real_minor
         .choose_multiple(&mut pick_rng, req.k)
@@ -1462,6 +1489,8 @@ pub fn evaluate(
         )));
     }
     let mut synth = Vec::with_capacity(synthetic);
+    // The patch under each synthetic defect before painting, in `synth`'s order.
+    let mut sources = Vec::with_capacity(synthetic);
     // Skipped defects (faint, or with another effect), best-matching first: used only if too
     // few good ones can be made.
     let mut skipped = Vec::new();
@@ -1485,30 +1514,32 @@ pub fn evaluate(
         };
         painted += 1;
         match paint(&generator, &p, req.config.composite, req.config.same_effect)? {
-            Some((patch, Verdict::Kept)) => {
+            Some((painted, Verdict::Kept)) => {
                 note_match(p.matched);
-                synth.push(patch);
+                synth.push(painted.patch);
+                sources.push(painted.before);
                 on_event(EvalEvent::Progress {
                     done: synth.len(),
                     total: synthetic,
                 });
             }
-            Some((patch, verdict)) => {
+            Some((painted, verdict)) => {
                 match verdict {
                     Verdict::Faint => faint += 1,
                     _ => other_effect += 1,
                 }
                 if skipped.len() < synthetic {
-                    skipped.push((patch, p.matched));
+                    skipped.push((painted, p.matched));
                 }
             }
             None => {}
         }
     }
     let faint_used = synthetic.saturating_sub(synth.len()).min(skipped.len());
-    for (patch, matched) in skipped.into_iter().take(faint_used) {
+    for (painted, matched) in skipped.into_iter().take(faint_used) {
         note_match(matched);
-        synth.push(patch);
+        synth.push(painted.patch);
+        sources.push(painted.before);
     }
     if synth.len() < synthetic {
         return Err(EvalError::Data(format!(
@@ -1532,6 +1563,9 @@ pub fn evaluate(
     save_patches(&req.out.join("patches").join("synthetic"), &synth)?;
     save_patches(&req.out.join("patches").join("augmented"), &augmented)?;
     save_patches(&req.out.join("patches").join("real-k"), &k_pixels)?;
+    if req.config.paired_negatives {
+        save_patches(&req.out.join("patches").join("paired-negatives"), &sources)?;
+    }
     timing.synthesis_s = t0.elapsed().as_secs_f64();
 
     // --- Classifiers.
@@ -1551,6 +1585,18 @@ pub fn evaluate(
         [as_minor(&k_pixels), as_minor(&synth)].concat(),
         as_minor(&augmented),
     ];
+    // Paired negatives join the cases that hold synthetic defects (c, d).
+    let negatives: Vec<Example> = match label_of.get(GOOD) {
+        Some(&good) if req.config.paired_negatives => sources
+            .iter()
+            .map(|p| Example {
+                patch: p.clone(),
+                label: good,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let extra_sets: [&[Example]; 5] = [&[], &[], &negatives, &negatives, &[]];
     let test_pixels: Vec<&GrayImage> = test.iter().map(|(p, _)| *p).collect();
     let test_labels: Vec<usize> = test.iter().map(|(_, l)| *l).collect();
     let mut results: Vec<Vec<SeedResult>> = vec![Vec::new(); CASES.len()];
@@ -1567,6 +1613,7 @@ pub fn evaluate(
                 .iter()
                 .cloned()
                 .chain(minor_sets[ci].iter().cloned())
+                .chain(extra_sets[ci].iter().cloned())
                 .collect();
             let mut cancelled = false;
             let net = Classifier::train(
@@ -1612,11 +1659,12 @@ pub fn evaluate(
     let cases: Vec<CaseResult> = CASES
         .iter()
         .zip(results)
-        .zip(&minor_sets)
-        .map(|(((letter, name), per_seed), set)| CaseResult {
+        .zip(minor_sets.iter().zip(extra_sets))
+        .map(|(((letter, name), per_seed), (set, extra))| CaseResult {
             case: letter.to_string(),
             name: name.to_string(),
             minor_train: set.len(),
+            negatives: extra.len(),
             recall: MeanSd::of(&per_seed.iter().map(|r| r.recall).collect::<Vec<_>>()),
             precision: MeanSd::of(
                 &per_seed

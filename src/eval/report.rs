@@ -77,7 +77,11 @@ pub fn markdown(r: &EvalResults) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} |",
             c.case,
-            c.name,
+            if c.negatives > 0 {
+                format!("{} (+ {} paired negatives)", c.name, c.negatives)
+            } else {
+                c.name.clone()
+            },
             c.minor_train,
             c.recall,
             if c.precision.n < c.per_seed.len() && c.precision.n > 0 {
@@ -183,6 +187,13 @@ pub fn markdown(r: &EvalResults) -> String {
         "- Synthetic and augmented patches: {} each; drawn once (master seed {}) and shared by every seed. Synthetic patches take the generated pixels of composite `{}`.",
         r.synthetic, r.seed, r.config.composite
     );
+    if r.config.paired_negatives {
+        let _ = writeln!(
+            s,
+            "- Paired negatives: the defect-free patch under each synthetic defect, cut before painting, joins the `good` class of cases c and d ({} patches).",
+            r.synthetic
+        );
+    }
     let y = &d.synthesis;
     let _ = match y.worst_match {
         Some(worst) => writeln!(
