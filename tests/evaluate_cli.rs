@@ -157,19 +157,16 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     for i in [0, 1, 4] {
         assert_eq!(with[i]["per_seed"], base[i]["per_seed"], "case {i}");
     }
-    let png = |sub: &str, i: usize| {
-        image::open(
-            paired_out
-                .join("patches")
-                .join(sub)
-                .join(format!("{i:05}.png")),
-        )
-        .expect("patch decodes")
-        .to_luma8()
+    let png = |root: &Path, sub: &str, i: usize| {
+        let p = root.join("patches").join(sub).join(format!("{i:05}.png"));
+        image::open(p).expect("patch decodes").to_luma8()
     };
     let mut changed = 0;
     for i in 0..12 {
-        let (defect, clean) = (png("synthetic", i), png("paired-negatives", i));
+        let (defect, clean) = (
+            png(&paired_out, "synthetic", i),
+            png(&paired_out, "paired-negatives", i),
+        );
         assert_eq!(defect.dimensions(), clean.dimensions());
         changed += defect
             .pixels()
@@ -177,13 +174,7 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
             .filter(|(a, b)| a != b)
             .count();
         // The same synthetic defects as without the option.
-        assert_eq!(defect, {
-            let p = out
-                .join("patches")
-                .join("synthetic")
-                .join(format!("{i:05}.png"));
-            image::open(p).expect("patch decodes").to_luma8()
-        });
+        assert_eq!(defect, png(&out, "synthetic", i));
     }
     assert!(
         changed > 0,
