@@ -229,3 +229,29 @@ fn a_dtgan_trained_elsewhere_is_used_instead_of_training_one() {
     let req = started(&rx);
     assert_eq!(req.dtgan_run, Some(PathBuf::from("/server/runs/open")));
 }
+
+#[test]
+fn the_classifier_groups_and_the_placement_settings_reach_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut h, rx) = harness(dir.path());
+    // The defaults are the command line's.
+    let defaults = EvalConfig::preset(Preset::Cpu);
+    assert_eq!(h.state().pane.candidates, defaults.candidates);
+    assert!(h.state().pane.same_effect && !h.state().pane.paired_negatives);
+    h.get_by_label("Training groups").click();
+    h.run_steps(1);
+    h.get_by_label("Training groups")
+        .type_text("group20085, group92000");
+    h.state_mut().pane.candidates = 24;
+    h.run_steps(2);
+    h.get_by_label("Same effect as the real defect").click();
+    h.get_by_label("Paired negatives").click();
+    h.run_steps(2);
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    let req = started(&rx);
+    assert_eq!(req.train_groups, ["group20085", "group92000"]);
+    assert_eq!(req.config.candidates, 24);
+    assert!(!req.config.same_effect, "the box was unticked");
+    assert!(req.config.paired_negatives, "the box was ticked");
+}

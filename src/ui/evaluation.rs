@@ -1,6 +1,6 @@
 //! The Evaluation pane: the minority-class recall experiment (does synthetic data make the
-//! classifier find the rare class?). Pick the data, the minor class, K, the synthetic count and
-//! the seeds; Run (with progress and Cancel) or load an earlier report; the result table, the
+//! classifier find the rare class?). Pick the data and its groups, the minor class, K, the
+//! synthetic count, the seeds and how synthetic defects are placed (as `evaluate`'s flags); Run (with progress and Cancel) or load an earlier report; the result table, the
 //! realism scores and the bar chart are shown here, and the report folder opens in the file
 //! manager.
 
@@ -53,6 +53,15 @@ pub struct EvaluationPane {
     pub source_groups: String,
     /// Comma-separated test groups.
     pub test_groups: String,
+    /// Comma-separated groups of the training data the classifier takes (empty: all but the
+    /// source groups).
+    pub train_groups: String,
+    /// Candidate places drawn per synthetic defect; the best-matching are painted.
+    pub candidates: usize,
+    /// Skip a synthetic defect that changes a two-level pattern otherwise than its real one.
+    pub same_effect: bool,
+    /// Add the defect-free patch under each synthetic defect to the `good` class (cases c, d).
+    pub paired_negatives: bool,
     /// The project the defaults were taken from.
     defaults_for: Option<PathBuf>,
     running: bool,
@@ -88,6 +97,7 @@ fn open_folder(dir: &Path) -> std::io::Result<()> {
 impl EvaluationPane {
     /// An idle pane with the default settings.
     pub fn new() -> Self {
+        let config = EvalConfig::preset(Preset::Cpu);
         Self {
             train_dir: String::new(),
             test_dir: String::new(),
@@ -101,6 +111,10 @@ impl EvaluationPane {
             dtgan_run: String::new(),
             source_groups: String::new(),
             test_groups: String::new(),
+            train_groups: String::new(),
+            candidates: config.candidates,
+            same_effect: config.same_effect,
+            paired_negatives: config.paired_negatives,
             defaults_for: None,
             running: false,
             stage: String::new(),
@@ -140,10 +154,14 @@ impl EvaluationPane {
         let Some(out) = typed_folder(&self.out_dir) else {
             return Err("choose a report folder".into());
         };
+        let mut config = EvalConfig::preset(self.preset);
+        config.candidates = self.candidates;
+        config.same_effect = self.same_effect;
+        config.paired_negatives = self.paired_negatives;
         Ok(EvalRequest {
             train,
             test,
-            train_groups: Vec::new(),
+            train_groups: parse_groups(&self.train_groups),
             test_groups: parse_groups(&self.test_groups),
             source_groups: parse_groups(&self.source_groups),
             minor: self.minor.clone(),
@@ -151,7 +169,7 @@ impl EvaluationPane {
             synthetic: (self.synthetic > 0).then_some(self.synthetic),
             seeds: self.seeds,
             seed: 0,
-            config: EvalConfig::preset(self.preset),
+            config,
             max_minutes: (self.max_minutes > 0.0).then_some(self.max_minutes),
             dtgan_run: typed_folder(&self.dtgan_run),
             out,
@@ -253,6 +271,14 @@ impl EvaluationPane {
                     )
                     .labelled_by(l.id);
                     ui.end_row();
+                    let l = ui.label("Training groups");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.train_groups)
+                            .desired_width(260.0)
+                            .hint_text("the classifier's groups; empty: all but the source groups"),
+                    )
+                    .labelled_by(l.id);
+                    ui.end_row();
                     let l = ui.label("Source groups");
                     ui.add(
                         egui::TextEdit::singleline(&mut self.source_groups)
@@ -314,6 +340,29 @@ impl EvaluationPane {
                             .suffix(" min"),
                     )
                     .labelled_by(l.id);
+                    ui.end_row();
+                    let l = ui.label("Candidates per defect");
+                    ui.add(egui::DragValue::new(&mut self.candidates).range(1..=256))
+                        .labelled_by(l.id)
+                        .on_hover_text(
+                            "Places drawn per synthetic defect where the real defects have \
+                             twins; the best-matching are painted: more candidates, closer \
+                             matches, less varied places",
+                        );
+                    ui.end_row();
+                    ui.label("");
+                    ui.checkbox(&mut self.same_effect, "Same effect as the real defect")
+                        .on_hover_text(
+                            "On a two-level pattern (printed circuits), skip a synthetic defect \
+                             that joins or cuts the pattern otherwise than the real one it copies",
+                        );
+                    ui.end_row();
+                    ui.label("");
+                    ui.checkbox(&mut self.paired_negatives, "Paired negatives")
+                        .on_hover_text(
+                            "Train the synthetic cases (c, d) also on the defect-free patch under \
+                             each synthetic defect, labelled good",
+                        );
                     ui.end_row();
                     Self::folder_row(
                         ui,
