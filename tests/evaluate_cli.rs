@@ -143,17 +143,22 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     let other = results(&tiles(dir.path(), "other", &["--seed", "3"]));
     assert_ne!(other["cases"], r["cases"]);
 
-    // Paired negatives: the patch under each synthetic crack, before painting, joins the good
-    // class of cases c and d, and of those only.
-    let paired_out = tiles(dir.path(), "paired", &["--paired-negatives"]);
-    let paired = results(&paired_out);
+    // Paired negatives (the default): the patch under each synthetic crack, before painting,
+    // joins the good class of cases c and d, and of those only.
+    let paired_out = out.clone();
+    let plain_out = tiles(dir.path(), "plain", &["--paired-negatives", "false"]);
+    let plain = results(&plain_out);
     let cases_of = |r: &serde_json::Value| r["cases"].as_array().expect("cases").clone();
-    let (base, with) = (cases_of(&r), cases_of(&paired));
-    let negatives: Vec<u64> = with
-        .iter()
-        .filter_map(|c| c["negatives"].as_u64())
-        .collect();
-    assert_eq!(negatives, [0, 0, 12, 12, 0]);
+    let (base, with) = (cases_of(&plain), cases_of(&r));
+    let negatives = |cases: &[serde_json::Value]| -> Vec<u64> {
+        cases
+            .iter()
+            .filter_map(|c| c["negatives"].as_u64())
+            .collect()
+    };
+    assert_eq!(negatives(&with), [0, 0, 12, 12, 0]);
+    assert_eq!(negatives(&base), [0, 0, 0, 0, 0]);
+    assert!(!plain_out.join("patches").join("paired-negatives").exists());
     for i in [0, 1, 4] {
         assert_eq!(with[i]["per_seed"], base[i]["per_seed"], "case {i}");
     }
@@ -174,7 +179,7 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
             .filter(|(a, b)| a != b)
             .count();
         // The same synthetic defects as without the option.
-        assert_eq!(defect, png(&out, "synthetic", i));
+        assert_eq!(defect, png(&plain_out, "synthetic", i));
     }
     assert!(
         changed > 0,
@@ -186,6 +191,11 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         "{report}"
     );
     assert!(report.contains("Paired negatives:"), "{report}");
+    let report = std::fs::read_to_string(plain_out.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("| c | synthetic only | 12 |") && !report.contains("Paired negatives:"),
+        "{report}"
+    );
 }
 
 #[test]

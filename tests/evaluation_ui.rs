@@ -237,7 +237,7 @@ fn the_classifier_groups_and_the_placement_settings_reach_the_request() {
     // The defaults are the command line's.
     let defaults = EvalConfig::preset(Preset::Cpu);
     assert_eq!(h.state().pane.candidates, defaults.candidates);
-    assert!(h.state().pane.same_effect && !h.state().pane.paired_negatives);
+    assert!(h.state().pane.same_effect && h.state().pane.paired_negatives);
     h.get_by_label("Training groups").click();
     h.run_steps(1);
     h.get_by_label("Training groups")
@@ -253,5 +253,5 @@ fn the_classifier_groups_and_the_placement_settings_reach_the_request() {
     assert_eq!(req.train_groups, ["group20085", "group92000"]);
     assert_eq!(req.config.candidates, 24);
     assert!(!req.config.same_effect, "the box was unticked");
-    assert!(req.config.paired_negatives, "the box was ticked");
+    assert!(!req.config.paired_negatives, "the box was unticked");
 }

@@ -95,9 +95,9 @@ pub struct EvaluateArgs {
     pub same_effect: Option<bool>,
     /// Also train the synthetic cases (c, d) on the defect-free patch under each synthetic
     /// defect, as a `good` patch: each place is seen with and without the defect, so the
-    /// classifier cannot take the kind of place for the defect.
+    /// classifier cannot take the kind of place for the defect [default: true].
     #[arg(long)]
-    pub paired_negatives: bool,
+    pub paired_negatives: Option<bool>,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -133,7 +133,9 @@ impl EvaluateArgs {
         if let Some(on) = self.same_effect {
             config.same_effect = on;
         }
-        config.paired_negatives = self.paired_negatives;
+        if let Some(on) = self.paired_negatives {
+            config.paired_negatives = on;
+        }
         EvalRequest {
             train: self.train.clone(),
             test: self.test.clone(),
@@ -269,8 +271,17 @@ mod tests {
     }
 
     #[test]
-    fn paired_negatives_are_asked_for() {
-        assert!(!request(&[]).config.paired_negatives);
-        assert!(request(&["--paired-negatives"]).config.paired_negatives);
+    fn paired_negatives_are_the_default_and_can_be_turned_off() {
+        assert!(request(&[]).config.paired_negatives);
+        assert!(
+            !request(&["--paired-negatives", "false"])
+                .config
+                .paired_negatives
+        );
+        assert!(
+            request(&["--paired-negatives", "true"])
+                .config
+                .paired_negatives
+        );
     }
 }

@@ -90,7 +90,8 @@ pub struct EvalConfig {
     pub same_effect: bool,
     /// Add, for every synthetic defect, the defect-free patch it was painted into to the
     /// `good` class of the cases that use synthetic defects (c and d): the classifier then sees
-    /// each place with and without the defect, and cannot learn the places as the defect.
+    /// each place with and without the defect, and cannot learn the places as the defect (on
+    /// by default since 2026-11-29; reports from before this field: false).
     #[serde(default)]
     pub paired_negatives: bool,
 }
@@ -154,7 +155,7 @@ impl EvalConfig {
             composite: Composite::default(),
             candidates: CANDIDATES_PER_DEFECT,
             same_effect: true,
-            paired_negatives: false,
+            paired_negatives: true,
         }
     }
 }
