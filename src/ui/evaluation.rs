@@ -1,8 +1,8 @@
 //! The Evaluation pane: the minority-class recall experiment (does synthetic data make the
 //! classifier find the rare class?). Pick the data and its groups, the minor class, K, the
-//! synthetic count, the seeds and how synthetic defects are placed (as `evaluate`'s flags); Run (with progress and Cancel) or load an earlier report; the result table, the
-//! realism scores and the bar chart are shown here, and the report folder opens in the file
-//! manager.
+//! synthetic count, the seeds and how synthetic defects are placed (as `evaluate`'s flags); Run
+//! (with progress and Cancel) or load an earlier report; the result table, the realism scores
+//! and the bar chart are shown here, and the report folder opens in the file manager.
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,7 @@ pub struct EvaluationPane {
     /// Comma-separated test groups.
     pub test_groups: String,
     /// Comma-separated groups of the training data the classifier takes (empty: all but the
-    /// source groups).
+    /// source groups, and the test groups when the test data is the same folder).
     pub train_groups: String,
     /// Candidate places drawn per synthetic defect; the best-matching are painted.
     pub candidates: usize,
@@ -275,7 +275,9 @@ impl EvaluationPane {
                     ui.add(
                         egui::TextEdit::singleline(&mut self.train_groups)
                             .desired_width(260.0)
-                            .hint_text("the classifier's groups; empty: all but the source groups"),
+                            .hint_text(
+                                "the classifier's; empty: all but the source and test groups",
+                            ),
                     )
                     .labelled_by(l.id);
                     ui.end_row();
