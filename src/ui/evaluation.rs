@@ -237,6 +237,18 @@ impl EvaluationPane {
         ui.end_row();
     }
 
+    /// A labelled one-line text field of the form's grid.
+    fn text_row(ui: &mut egui::Ui, label: &str, value: &mut String, hint: &str) {
+        let l = ui.label(label);
+        ui.add(
+            egui::TextEdit::singleline(value)
+                .desired_width(260.0)
+                .hint_text(hint),
+        )
+        .labelled_by(l.id);
+        ui.end_row();
+    }
+
     fn form(&mut self, ui: &mut egui::Ui, cx: &mut PaneContext) {
         let classes = super::project_classes(cx);
         let enabled = !self.running;
@@ -261,34 +273,24 @@ impl EvaluationPane {
                         Pick::Test,
                         "images no model has seen",
                     );
-                    let l = ui.label("Test groups");
-                    ui.add(
-                        egui::TextEdit::singleline(&mut self.test_groups)
-                            .desired_width(260.0)
-                            .hint_text(
-                                "when the test data is the training folder; empty: hold out ~30 %",
-                            ),
-                    )
-                    .labelled_by(l.id);
-                    ui.end_row();
-                    let l = ui.label("Training groups");
-                    ui.add(
-                        egui::TextEdit::singleline(&mut self.train_groups)
-                            .desired_width(260.0)
-                            .hint_text(
-                                "the classifier's; empty: all but the source and test groups",
-                            ),
-                    )
-                    .labelled_by(l.id);
-                    ui.end_row();
-                    let l = ui.label("Source groups");
-                    ui.add(
-                        egui::TextEdit::singleline(&mut self.source_groups)
-                            .desired_width(260.0)
-                            .hint_text("where the rare class is plentiful; empty: few-shot"),
-                    )
-                    .labelled_by(l.id);
-                    ui.end_row();
+                    Self::text_row(
+                        ui,
+                        "Test groups",
+                        &mut self.test_groups,
+                        "when the test data is the training folder; empty: hold out ~30 %",
+                    );
+                    Self::text_row(
+                        ui,
+                        "Training groups",
+                        &mut self.train_groups,
+                        "the classifier's; empty: all but the source and test groups",
+                    );
+                    Self::text_row(
+                        ui,
+                        "Source groups",
+                        &mut self.source_groups,
+                        "where the rare class is plentiful; empty: few-shot",
+                    );
                     ui.label("Minor class");
                     if classes.is_empty() {
                         ui.add(egui::TextEdit::singleline(&mut self.minor).desired_width(160.0));
