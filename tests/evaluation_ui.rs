@@ -255,3 +255,23 @@ fn the_classifier_groups_and_the_placement_settings_reach_the_request() {
     assert!(!req.config.same_effect, "the box was unticked");
     assert!(!req.config.paired_negatives, "the box was unticked");
 }
+
+#[test]
+fn the_number_of_paired_negatives_reaches_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut h, rx) = harness(dir.path());
+    assert_eq!(
+        h.state().pane.paired_max,
+        0,
+        "default: one per synthetic defect"
+    );
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    assert_eq!(started(&rx).config.paired_negatives_max, None);
+    let (mut h, rx) = harness(dir.path());
+    h.state_mut().pane.paired_max = 100;
+    h.run_steps(2);
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    assert_eq!(started(&rx).config.paired_negatives_max, Some(100));
+}

@@ -98,6 +98,11 @@ pub struct EvaluateArgs {
     /// classifier cannot take the kind of place for the defect [default: true].
     #[arg(long)]
     pub paired_negatives: Option<bool>,
+    /// At most N paired negatives, spread evenly over the synthetic defects [default: one per
+    /// synthetic defect]. Where the `good` class has few patches, fewer pairs keep more of the
+    /// minor class's recall.
+    #[arg(long, value_name = "N")]
+    pub paired_negatives_max: Option<usize>,
     /// Master seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -135,6 +140,9 @@ impl EvaluateArgs {
         }
         if let Some(on) = self.paired_negatives {
             config.paired_negatives = on;
+        }
+        if self.paired_negatives_max.is_some() {
+            config.paired_negatives_max = self.paired_negatives_max;
         }
         EvalRequest {
             train: self.train.clone(),
@@ -282,6 +290,13 @@ mod tests {
             request(&["--paired-negatives", "true"])
                 .config
                 .paired_negatives
+        );
+        assert_eq!(request(&[]).config.paired_negatives_max, None);
+        assert_eq!(
+            request(&["--paired-negatives-max", "100"])
+                .config
+                .paired_negatives_max,
+            Some(100)
         );
     }
 }

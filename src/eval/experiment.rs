@@ -94,6 +94,11 @@ pub struct EvalConfig {
     /// by default since 2026-11-29; reports from before this field: false).
     #[serde(default)]
     pub paired_negatives: bool,
+    /// At most this many paired negatives, spread evenly over the synthetic defects (None: one
+    /// per synthetic defect). Where the `good` class is small, as many defect-free patches as
+    /// synthetic defects can outweigh it and cost the minor class recall.
+    #[serde(default)]
+    pub paired_negatives_max: Option<usize>,
 }
 
 fn default_candidates() -> usize {
@@ -156,6 +161,7 @@ impl EvalConfig {
             candidates: CANDIDATES_PER_DEFECT,
             same_effect: true,
             paired_negatives: true,
+            paired_negatives_max: None,
         }
     }
 }
@@ -1146,6 +1152,25 @@ pub fn augment_patches(
         .collect()
 }
 
+/// At most `max` of `items`, spread evenly over them (all of them for `None`).
+fn spread<T>(items: Vec<T>, max: Option<usize>) -> Vec<T> {
+    let n = items.len();
+    match max {
+        Some(m) if m < n => {
+            let mut keep = vec![false; n];
+            for i in 0..m {
+                keep[i * n / m] = true;
+            }
+            items
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(x, k)| k.then_some(x))
+                .collect()
+        }
+        _ => items,
+    }
+}
+
 fn save_patches(dir: &Path, patches: &[GrayImage]) -> Result<(), EvalError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     for (i, p) in patches.iter().enumerate() {
@@ -1564,6 +1589,11 @@ pub fn evaluate(
     save_patches(&req.out.join("patches").join("synthetic"), &synth)?;
     save_patches(&req.out.join("patches").join("augmented"), &augmented)?;
     save_patches(&req.out.join("patches").join("real-k"), &k_pixels)?;
+    let sources = if req.config.paired_negatives {
+        spread(sources, req.config.paired_negatives_max)
+    } else {
+        Vec::new()
+    };
     if req.config.paired_negatives {
         save_patches(&req.out.join("patches").join("paired-negatives"), &sources)?;
     }
@@ -1837,6 +1867,20 @@ pub fn parse_groups(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use image::Luma;
+
+    #[test]
+    fn paired_negatives_are_spread_evenly_over_the_synthetic_defects() {
+        let items: Vec<usize> = (0..10).collect();
+        assert_eq!(spread(items.clone(), None), items);
+        assert_eq!(spread(items.clone(), Some(10)), items);
+        assert_eq!(spread(items.clone(), Some(25)), items);
+        assert_eq!(spread(items.clone(), Some(4)), [0, 2, 5, 7]);
+        assert_eq!(spread(items.clone(), Some(1)), [0]);
+        assert!(spread(items, Some(0)).is_empty());
+        let many = spread((0..400).collect::<Vec<usize>>(), Some(100));
+        assert_eq!(many.len(), 100);
+        assert!(many.windows(2).all(|w| w[1] - w[0] == 4));
+    }
 
     #[test]
     fn a_defect_is_placed_where_the_pattern_matches_its_surroundings() {

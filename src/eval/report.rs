@@ -188,10 +188,17 @@ pub fn markdown(r: &EvalResults) -> String {
         r.synthetic, r.seed, r.config.composite
     );
     if r.config.paired_negatives {
+        let pairs = r.cases.iter().map(|c| c.negatives).max().unwrap_or(0);
+        let which = match r.config.paired_negatives_max {
+            Some(m) if m < r.synthetic => format!(
+                "the defect-free patches under {m} of the synthetic defects, spread evenly over them, cut before painting, join"
+            ),
+            _ => "the defect-free patch under each synthetic defect, cut before painting, joins"
+                .to_owned(),
+        };
         let _ = writeln!(
             s,
-            "- Paired negatives: the defect-free patch under each synthetic defect, cut before painting, joins the `good` class of cases c and d ({} patches).",
-            r.synthetic
+            "- Paired negatives: {which} the `good` class of cases c and d ({pairs} patches).",
         );
     }
     let y = &d.synthesis;

@@ -62,6 +62,8 @@ pub struct EvaluationPane {
     pub same_effect: bool,
     /// Add the defect-free patch under each synthetic defect to the `good` class (cases c, d).
     pub paired_negatives: bool,
+    /// At most this many paired negatives (0: one per synthetic defect).
+    pub paired_max: usize,
     /// The project the defaults were taken from.
     defaults_for: Option<PathBuf>,
     running: bool,
@@ -115,6 +117,7 @@ impl EvaluationPane {
             candidates: config.candidates,
             same_effect: config.same_effect,
             paired_negatives: config.paired_negatives,
+            paired_max: config.paired_negatives_max.unwrap_or(0),
             defaults_for: None,
             running: false,
             stage: String::new(),
@@ -158,6 +161,7 @@ impl EvaluationPane {
         config.candidates = self.candidates;
         config.same_effect = self.same_effect;
         config.paired_negatives = self.paired_negatives;
+        config.paired_negatives_max = (self.paired_max > 0).then_some(self.paired_max);
         Ok(EvalRequest {
             train,
             test,
@@ -362,11 +366,28 @@ impl EvaluationPane {
                         );
                     ui.end_row();
                     ui.label("");
-                    ui.checkbox(&mut self.paired_negatives, "Paired negatives")
+                    ui.horizontal(|ui| {
+                        ui.checkbox(&mut self.paired_negatives, "Paired negatives")
+                            .on_hover_text(
+                                "Train the synthetic cases (c, d) also on the defect-free patch \
+                                 under each synthetic defect, labelled good",
+                            );
+                        let l = ui.label("at most");
+                        ui.add_enabled(
+                            self.paired_negatives,
+                            egui::DragValue::new(&mut self.paired_max).range(0..=1_000_000),
+                        )
+                        .labelled_by(l.id)
                         .on_hover_text(
-                            "Train the synthetic cases (c, d) also on the defect-free patch under \
-                             each synthetic defect, labelled good",
+                            "Fewer pairs where the good class has few patches: many pairs can \
+                             outweigh it and cost the minor class recall",
                         );
+                        ui.weak(if self.paired_max == 0 {
+                            "(0 = one per synthetic defect)"
+                        } else {
+                            ""
+                        });
+                    });
                     ui.end_row();
                     Self::folder_row(
                         ui,
