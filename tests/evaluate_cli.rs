@@ -196,6 +196,26 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         report.contains("| c | synthetic only | 12 |") && !report.contains("Paired negatives:"),
         "{report}"
     );
+
+    // At most 5 pairs: those of synthetic defects 0, 2, 4, 7 and 9 of the 12, spread evenly.
+    let few_out = tiles(dir.path(), "few", &["--paired-negatives-max", "5"]);
+    let few = results(&few_out);
+    assert_eq!(negatives(&cases_of(&few)), [0, 0, 5, 5, 0]);
+    for (kept, i) in [0, 2, 4, 7, 9].into_iter().enumerate() {
+        assert_eq!(
+            png(&few_out, "paired-negatives", kept),
+            png(&paired_out, "paired-negatives", i)
+        );
+    }
+    let n = std::fs::read_dir(few_out.join("patches").join("paired-negatives"))
+        .expect("paired negatives")
+        .count();
+    assert_eq!(n, 5);
+    let report = std::fs::read_to_string(few_out.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("under 5 of the synthetic defects") && report.contains("(5 patches)"),
+        "{report}"
+    );
 }
 
 #[test]

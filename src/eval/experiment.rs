@@ -1590,13 +1590,12 @@ pub fn evaluate(
     save_patches(&req.out.join("patches").join("augmented"), &augmented)?;
     save_patches(&req.out.join("patches").join("real-k"), &k_pixels)?;
     let sources = if req.config.paired_negatives {
-        spread(sources, req.config.paired_negatives_max)
+        let kept = spread(sources, req.config.paired_negatives_max);
+        save_patches(&req.out.join("patches").join("paired-negatives"), &kept)?;
+        kept
     } else {
         Vec::new()
     };
-    if req.config.paired_negatives {
-        save_patches(&req.out.join("patches").join("paired-negatives"), &sources)?;
-    }
     timing.synthesis_s = t0.elapsed().as_secs_f64();
 
     // --- Classifiers.
