@@ -141,8 +141,8 @@ impl EvaluateArgs {
         if let Some(on) = self.paired_negatives {
             config.paired_negatives = on;
         }
-        if self.paired_negatives_max.is_some() {
-            config.paired_negatives_max = self.paired_negatives_max;
+        if let Some(n) = self.paired_negatives_max {
+            config.paired_negatives_max = Some(n);
         }
         EvalRequest {
             train: self.train.clone(),

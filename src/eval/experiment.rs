@@ -1589,7 +1589,8 @@ pub fn evaluate(
     save_patches(&req.out.join("patches").join("synthetic"), &synth)?;
     save_patches(&req.out.join("patches").join("augmented"), &augmented)?;
     save_patches(&req.out.join("patches").join("real-k"), &k_pixels)?;
-    let sources = if req.config.paired_negatives {
+    // The paired negatives kept (none when they are off).
+    let pairs = if req.config.paired_negatives {
         let kept = spread(sources, req.config.paired_negatives_max);
         save_patches(&req.out.join("patches").join("paired-negatives"), &kept)?;
         kept
@@ -1617,14 +1618,14 @@ pub fn evaluate(
     ];
     // Paired negatives join the cases that hold synthetic defects (c, d).
     let negatives: Vec<Example> = match label_of.get(GOOD) {
-        Some(&good) if req.config.paired_negatives => sources
+        Some(&good) => pairs
             .iter()
             .map(|p| Example {
                 patch: p.clone(),
                 label: good,
             })
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     let extra_sets: [&[Example]; 5] = [&[], &[], &negatives, &negatives, &[]];
     let test_pixels: Vec<&GrayImage> = test.iter().map(|(p, _)| *p).collect();
