@@ -216,6 +216,26 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         report.contains("under 5 of the synthetic defects") && report.contains("(5 patches)"),
         "{report}"
     );
+
+    // Max pooling reaches every classifier, and the report says which pooling it used.
+    assert_eq!(r["config"]["classifier"]["max_pool"], false);
+    let pooled_out = tiles(dir.path(), "pooled", &["--max-pool", "true"]);
+    let pooled = results(&pooled_out);
+    assert_eq!(pooled["config"]["classifier"]["max_pool"], true);
+    let changed = cases_of(&pooled)
+        .iter()
+        .zip(&with)
+        .filter(|(p, m)| p["per_seed"] != m["per_seed"])
+        .count();
+    assert!(
+        changed > 0,
+        "the pooling changed no classifier's predictions"
+    );
+    let report = std::fs::read_to_string(pooled_out.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("features pooled by their mean and maximum"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -77,6 +77,11 @@ pub struct EvaluateArgs {
     /// preset's: `true` for `cpu` and `paper`].
     #[arg(long)]
     pub tta: Option<bool>,
+    /// Pool the classifier's last features by their maximum as well as their mean (`true`):
+    /// a defect covering a few pixels of its patch (a blowhole in a tile's grain) is not
+    /// averaged away [default: false].
+    #[arg(long)]
+    pub max_pool: Option<bool>,
     /// Which pixels of each generated tile a synthetic patch takes: none (the whole tile), mask,
     /// or dilated:K (the mask grown by K pixels).
     #[arg(long, default_value_t = Composite::default())]
@@ -124,6 +129,9 @@ impl EvaluateArgs {
         config.classifier.balanced = self.balanced_loss;
         if let Some(tta) = self.tta {
             config.classifier.tta = tta;
+        }
+        if let Some(m) = self.max_pool {
+            config.classifier.max_pool = m;
         }
         if let Some(n) = self.max_per_class {
             config.max_per_class = n;
@@ -276,6 +284,13 @@ mod tests {
         let r = request(&["--dtgan-steps", "77", "--source-groups", "a, b"]);
         assert_eq!(r.config.dtgan.steps, 77);
         assert_eq!(r.source_groups, ["a", "b"]);
+    }
+
+    #[test]
+    fn mean_pooling_is_the_default_and_max_pooling_is_asked_for() {
+        assert!(!request(&[]).config.classifier.max_pool);
+        assert!(request(&["--max-pool", "true"]).config.classifier.max_pool);
+        assert!(!request(&["--max-pool", "false"]).config.classifier.max_pool);
     }
 
     #[test]

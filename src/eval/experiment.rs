@@ -122,6 +122,7 @@ impl EvalConfig {
                         lr: 3e-3,
                         balanced: false,
                         tta: false,
+                        max_pool: false,
                     },
                     20,
                 )
@@ -136,6 +137,7 @@ impl EvalConfig {
                         lr: 1e-2,
                         balanced: false,
                         tta: true,
+                        max_pool: false,
                     },
                     300,
                 )
@@ -148,6 +150,7 @@ impl EvalConfig {
                     lr: 1e-3,
                     balanced: false,
                     tta: true,
+                    max_pool: false,
                 },
                 5000,
             ),

@@ -232,8 +232,13 @@ pub fn markdown(r: &EvalResults) -> String {
     let c = &r.config.classifier;
     let _ = writeln!(
         s,
-        "- Classifier: residual CNN, width {}, {} epochs, batch {}, Adam lr {}, {}; {}; preset `{}`.",
+        "- Classifier: residual CNN, width {}, {}, {} epochs, batch {}, Adam lr {}, {}; {}; preset `{}`.",
         c.width,
+        if c.max_pool {
+            "features pooled by their mean and maximum"
+        } else {
+            "features pooled by their mean"
+        },
         c.epochs,
         c.batch_size,
         c.lr,
