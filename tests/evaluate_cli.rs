@@ -8,6 +8,11 @@ use std::path::Path;
 
 use common::{data_dir, stderr_of, studio};
 
+/// The report.md an evaluation wrote to `out`.
+fn report_md(out: &Path) -> String {
+    std::fs::read_to_string(out.join("report.md")).expect("report.md")
+}
+
 fn results(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))
         .expect("results.json is JSON")
@@ -119,7 +124,7 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     }
     // Case (a) never saw the class: it cannot find it.
     assert_eq!(cases[0]["recall"]["mean"].as_f64(), Some(0.0));
-    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let report = report_md(&out);
     assert!(
         report.contains("| a | no minor-class images | 0 |"),
         "{report}"
@@ -185,13 +190,13 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         changed > 0,
         "the negatives are the synthetic patches themselves"
     );
-    let report = std::fs::read_to_string(paired_out.join("report.md")).expect("report.md");
+    let report = report_md(&paired_out);
     assert!(
         report.contains("| c | synthetic only (+ 12 paired negatives) | 12 |"),
         "{report}"
     );
     assert!(report.contains("Paired negatives:"), "{report}");
-    let report = std::fs::read_to_string(plain_out.join("report.md")).expect("report.md");
+    let report = report_md(&plain_out);
     assert!(
         report.contains("| c | synthetic only | 12 |") && !report.contains("Paired negatives:"),
         "{report}"
@@ -211,7 +216,7 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         .expect("paired negatives")
         .count();
     assert_eq!(n, 5);
-    let report = std::fs::read_to_string(few_out.join("report.md")).expect("report.md");
+    let report = report_md(&few_out);
     assert!(
         report.contains("under 5 of the synthetic defects") && report.contains("(5 patches)"),
         "{report}"
@@ -231,7 +236,7 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
         changed > 0,
         "the pooling changed no classifier's predictions"
     );
-    let report = std::fs::read_to_string(pooled_out.join("report.md")).expect("report.md");
+    let report = report_md(&pooled_out);
     assert!(
         report.contains("features pooled by their mean and maximum"),
         "{report}"
@@ -298,7 +303,7 @@ fn transfer_learns_the_defect_in_the_source_groups_only() {
     );
     assert!(n("faint_used") <= n("faint") + n("other_effect"), "{y}");
     assert_eq!(r["config"]["same_effect"], true);
-    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let report = report_md(&out);
     assert!(report.contains("candidate places matched"), "{report}");
     assert!(
         report.contains(

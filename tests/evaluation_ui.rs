@@ -275,3 +275,22 @@ fn the_number_of_paired_negatives_reaches_the_request() {
     h.run_steps(3);
     assert_eq!(started(&rx).config.paired_negatives_max, Some(100));
 }
+
+#[test]
+fn ticking_max_pooling_reaches_the_classifier_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut h, rx) = harness(dir.path());
+    assert!(!h.state().pane.max_pool, "default: the mean alone");
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    assert!(!started(&rx).config.classifier.max_pool);
+    let (mut h, rx) = harness(dir.path());
+    h.get_by_label("Max pooling (small defects)").click();
+    h.run_steps(2);
+    h.get_by_label("Run").click();
+    h.run_steps(3);
+    assert!(
+        started(&rx).config.classifier.max_pool,
+        "the box was ticked"
+    );
+}

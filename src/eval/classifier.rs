@@ -4,11 +4,12 @@
 //! Layout (width `w`): a stride-2 stem (1 -> w), then three stages, each a residual block at
 //! its resolution (32, 16, 8 px), with stride-2 convolutions doubling the width between them;
 //! global average pooling gives the `4w` penultimate features (with `max_pool`, the channels'
-//! maxima too: `8w`), and a fully connected layer the logits. Residual branches are scaled by a learned gate that starts at 0 (so the network starts
-//! as a plain stack and needs no batch norm). Each patch is standardised (mean 0, deviation 1)
-//! first. Training: Adam with a short warm-up and cosine decay, cross-entropy (optionally
-//! class-balanced), random flips and quarter turns of every patch; every random draw derives
-//! from the seed, so a seed gives the same weights bit for bit.
+//! maxima too: `8w`), and a fully connected layer the logits. Residual branches are scaled by a
+//! learned gate that starts at 0 (so the network starts as a plain stack and needs no batch
+//! norm). Each patch is standardised (mean 0, deviation 1) first. Training: Adam with a short
+//! warm-up and cosine decay, cross-entropy (optionally class-balanced), random flips and
+//! quarter turns of every patch; every random draw derives from the seed, so a seed gives the
+//! same weights bit for bit.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -496,70 +497,43 @@ mod tests {
     }
 
     #[test]
-    fn it_learns_a_toy_task_and_generalises() {
+    fn it_learns_a_toy_task_and_generalises_with_either_pooling() {
         let train = toy(96, 1);
         let test = toy(60, 2);
         let device = Device::Cpu;
-        let untrained = Classifier::new(3, 4, false, 0, &device).expect("net");
-        let before = untrained.loss(&train).expect("loss");
-        let net =
-            Classifier::train(3, &train, &cfg(), 7, &device, &mut |_, _, _| true).expect("train");
-        let after = net.loss(&train).expect("loss");
-        assert!(after < 0.5 * before, "training loss {before} -> {after}");
-        let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
-        for predicted in [
-            net.predict(&patches).expect("predict"),
-            net.predict_dihedral(&patches).expect("predict"),
-        ] {
-            let right = predicted
-                .iter()
-                .zip(&test)
-                .filter(|(p, e)| **p == e.label)
-                .count();
+        for max_pool in [false, true] {
+            let cfg = ClassifierConfig { max_pool, ..cfg() };
+            let untrained = Classifier::new(3, 4, max_pool, 0, &device).expect("net");
+            let before = untrained.loss(&train).expect("loss");
+            let net =
+                Classifier::train(3, &train, &cfg, 7, &device, &mut |_, _, _| true).expect("train");
+            let after = net.loss(&train).expect("loss");
             assert!(
-                right as f64 / test.len() as f64 > 0.8,
-                "{right} of {} right",
-                test.len()
+                after < 0.5 * before,
+                "max pool {max_pool}: training loss {before} -> {after}"
             );
+            let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
+            for predicted in [
+                net.predict(&patches).expect("predict"),
+                net.predict_dihedral(&patches).expect("predict"),
+            ] {
+                let right = predicted
+                    .iter()
+                    .zip(&test)
+                    .filter(|(p, e)| **p == e.label)
+                    .count();
+                assert!(
+                    right as f64 / test.len() as f64 > 0.8,
+                    "max pool {max_pool}: {right} of {} right",
+                    test.len()
+                );
+            }
+            let features = net.features(&patches[..3]).expect("features");
+            assert_eq!(features.len(), 3);
+            assert_eq!(features[0].len(), net.feature_size());
+            // 16 channels: their means, or their means and maxima.
+            assert_eq!(net.feature_size(), if max_pool { 32 } else { 16 });
         }
-        let features = net.features(&patches[..3]).expect("features");
-        assert_eq!(features.len(), 3);
-        assert_eq!(features[0].len(), net.feature_size());
-        assert_eq!(net.feature_size(), 16);
-    }
-
-    #[test]
-    fn with_max_pooling_it_learns_the_toy_task_too() {
-        let (train, test) = (toy(96, 1), toy(60, 2));
-        let device = Device::Cpu;
-        let cfg = ClassifierConfig {
-            max_pool: true,
-            ..cfg()
-        };
-        let untrained = Classifier::new(3, 4, true, 0, &device).expect("net");
-        assert_eq!(
-            untrained.feature_size(),
-            32,
-            "mean and maximum of 16 channels"
-        );
-        let before = untrained.loss(&train).expect("loss");
-        let net =
-            Classifier::train(3, &train, &cfg, 7, &device, &mut |_, _, _| true).expect("train");
-        let after = net.loss(&train).expect("loss");
-        assert!(after < 0.5 * before, "training loss {before} -> {after}");
-        let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
-        let right = net
-            .predict_dihedral(&patches)
-            .expect("predict")
-            .iter()
-            .zip(&test)
-            .filter(|(p, e)| **p == e.label)
-            .count();
-        assert!(
-            right as f64 / test.len() as f64 > 0.8,
-            "{right} of {} right",
-            test.len()
-        );
     }
 
     /// The pooled features and their gradient (mean, maximum, concatenation) against central

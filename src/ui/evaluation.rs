@@ -64,6 +64,8 @@ pub struct EvaluationPane {
     pub paired_negatives: bool,
     /// At most this many paired negatives (0: one per synthetic defect).
     pub paired_max: usize,
+    /// Pool the classifier's last features by their maximum as well as their mean.
+    pub max_pool: bool,
     /// The project the defaults were taken from.
     defaults_for: Option<PathBuf>,
     running: bool,
@@ -118,6 +120,7 @@ impl EvaluationPane {
             same_effect: config.same_effect,
             paired_negatives: config.paired_negatives,
             paired_max: config.paired_negatives_max.unwrap_or(0),
+            max_pool: config.classifier.max_pool,
             defaults_for: None,
             running: false,
             stage: String::new(),
@@ -162,6 +165,7 @@ impl EvaluationPane {
         config.same_effect = self.same_effect;
         config.paired_negatives = self.paired_negatives;
         config.paired_negatives_max = (self.paired_max > 0).then_some(self.paired_max);
+        config.classifier.max_pool = self.max_pool;
         Ok(EvalRequest {
             train,
             test,
@@ -388,6 +392,14 @@ impl EvaluationPane {
                             ""
                         });
                     });
+                    ui.end_row();
+                    ui.label("");
+                    ui.checkbox(&mut self.max_pool, "Max pooling (small defects)")
+                        .on_hover_text(
+                            "Pool the classifier's last features by their maximum as well as \
+                             their mean, so a defect of a few pixels in its patch (a blowhole in \
+                             a tile) is not averaged away",
+                        );
                     ui.end_row();
                     Self::folder_row(
                         ui,
