@@ -14,8 +14,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use candle_core::Device;
 use clap::Parser;
-use dtgan_studio::eval::classifier::{Classifier, ClassifierConfig, Example};
-use dtgan_studio::eval::experiment::open_data;
+use dtgan_studio::dtgan::config::Preset;
+use dtgan_studio::eval::classifier::{Classifier, Example};
+use dtgan_studio::eval::experiment::{EvalConfig, open_data};
+use dtgan_studio::eval::metrics::{Confusion, MeanSd};
 use dtgan_studio::eval::patches::{Selection, project_patches};
 
 #[derive(Parser)]
@@ -78,47 +80,34 @@ fn main() -> anyhow::Result<()> {
         train.len(),
         tests.len()
     );
-    let cfg = ClassifierConfig {
-        width: 12,
-        epochs: args.epochs,
-        batch_size: 32,
-        lr: 1e-2,
-        balanced: false,
-        tta: true,
-        max_pool: args.max_pool,
-    };
+    let mut cfg = EvalConfig::preset(Preset::Cpu).classifier;
+    cfg.epochs = args.epochs;
+    cfg.max_pool = args.max_pool;
     let n = classes.len();
+    let patches: Vec<_> = tests.iter().map(|p| &p.pixels).collect();
+    let truth: Vec<usize> = tests.iter().map(|p| label(&p.class)).collect();
     let mut balanced = Vec::new();
     for seed in 0..args.seeds {
         let start = std::time::Instant::now();
         let net = Classifier::train(n, &train, &cfg, seed, &Device::Cpu, &mut |_, _, _| true)
             .map_err(anyhow::Error::msg)
             .context("training the classifier")?;
-        let patches: Vec<_> = tests.iter().map(|p| &p.pixels).collect();
-        let predicted = net.predict_dihedral(&patches)?;
-        let mut confusion = vec![vec![0usize; n]; n];
-        for (p, &guess) in tests.iter().zip(&predicted) {
-            confusion[label(&p.class)][guess] += 1;
-        }
-        let recall: Vec<f64> = confusion
-            .iter()
-            .enumerate()
-            .map(|(i, row)| row[i] as f64 / row.iter().sum::<usize>().max(1) as f64)
-            .collect();
-        let b = recall.iter().sum::<f64>() / n as f64;
+        let confusion = Confusion::from_pairs(n, &truth, &net.predict_dihedral(&patches)?);
+        let b = confusion.balanced_accuracy();
         balanced.push(b);
         println!(
             "seed {seed}: balanced accuracy {b:.3}, recall {:?} ({:.0} s)",
-            recall.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
+            (0..n)
+                .map(|c| confusion
+                    .recall(c)
+                    .map_or("n/a".into(), |r| format!("{r:.2}")))
+                .collect::<Vec<_>>(),
             start.elapsed().as_secs_f64()
         );
-        for row in &confusion {
+        for row in &confusion.counts {
             println!("    {row:?}");
         }
     }
-    println!(
-        "mean balanced accuracy {:.3}",
-        balanced.iter().sum::<f64>() / balanced.len() as f64
-    );
+    println!("balanced accuracy over the seeds {}", MeanSd::of(&balanced));
     Ok(())
 }

@@ -547,8 +547,8 @@ mod tests {
             .collect();
         let weights: Vec<f64> = (0..2 * 6).map(|_| rng.random_range(-1.0..1.0)).collect();
         let w = Tensor::from_slice(&weights, (2, 6), &device).expect("w");
-        let x = candle_core::Var::from_slice(&values, (2, 3, 4, 4), &device).expect("x");
-        let pooled = pool(x.as_tensor(), true).expect("pool");
+        let x = Tensor::from_slice(&values, (2, 3, 4, 4), &device).expect("x");
+        let pooled = pool(&x, true).expect("pool");
         let rows = pooled.to_vec2::<f64>().expect("rows");
         for n in 0..2 {
             for c in 0..3 {
@@ -559,34 +559,8 @@ mod tests {
                 assert_eq!(rows[n][3 + c], max);
             }
         }
-        assert_eq!(pool(x.as_tensor(), false).expect("pool").dims(), &[2, 3]);
-        let objective =
-            |t: &Tensor| -> candle_core::Result<Tensor> { (pool(t, true)? * &w)?.sum_all() };
-        let grads = objective(x.as_tensor())
-            .and_then(|l| l.backward())
-            .expect("backward");
-        let analytic = grads
-            .get(x.as_tensor())
-            .expect("grad")
-            .flatten_all()
-            .and_then(|g| g.to_vec1::<f64>())
-            .expect("grad");
-        let at = |v: &[f64]| -> f64 {
-            let t = Tensor::from_slice(v, (2, 3, 4, 4), &device).expect("t");
-            objective(&t).and_then(|l| l.to_scalar::<f64>()).expect("l")
-        };
-        let h = 1e-6;
-        for i in 0..values.len() {
-            let (mut up, mut down) = (values.clone(), values.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = (at(&up) - at(&down)) / (2.0 * h);
-            assert!(
-                (numeric - analytic[i]).abs() < 1e-6,
-                "element {i}: {numeric} vs {}",
-                analytic[i]
-            );
-        }
+        assert_eq!(pool(&x, false).expect("pool").dims(), &[2, 3]);
+        assert_gradient_matches(&values, (2, 3, 4, 4), |t| (pool(t, true)? * &w)?.sum_all());
     }
 
     #[test]
@@ -705,30 +679,44 @@ mod tests {
         let values = [0.3f64, -1.2, 0.8, 2.0, 0.1, -0.4, -0.7, 1.1, 0.0];
         let labels = Tensor::new(&[2u32, 0, 1], &device).expect("labels");
         let weights = [0.5f32, 2.0, 1.25];
-        let loss_at = |v: &[f64]| -> f64 {
-            let x = Tensor::from_slice(v, (3, 3), &device).expect("x");
-            let l = weighted_cross_entropy(&x, &labels, &weights).expect("loss");
-            l.to_scalar::<f64>().expect("scalar")
-        };
-        let var = candle_core::Var::from_slice(&values, (3, 3), &device).expect("var");
-        let loss = weighted_cross_entropy(var.as_tensor(), &labels, &weights).expect("loss");
-        let grads = loss.backward().expect("backward");
-        let g = grads
-            .get(var.as_tensor())
+        assert_gradient_matches(&values, (3, 3), |x| {
+            weighted_cross_entropy(x, &labels, &weights)
+        });
+    }
+
+    /// The gradient of the scalar `objective` at `values` (of `shape`, f64) against central
+    /// differences with step 1e-6: they must agree to 1e-6 in every element.
+    fn assert_gradient_matches<S: Into<candle_core::Shape> + Copy>(
+        values: &[f64],
+        shape: S,
+        objective: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) {
+        let device = Device::Cpu;
+        let x = candle_core::Var::from_slice(values, shape, &device).expect("x");
+        let analytic = objective(x.as_tensor())
+            .and_then(|l| l.backward())
+            .expect("backward")
+            .get(x.as_tensor())
             .expect("a gradient")
             .flatten_all()
-            .and_then(|t| t.to_vec1::<f64>())
+            .and_then(|g| g.to_vec1::<f64>())
             .expect("grad");
+        let at = |v: &[f64]| -> f64 {
+            let t = Tensor::from_slice(v, shape, &device).expect("t");
+            objective(&t)
+                .and_then(|l| l.to_scalar::<f64>())
+                .expect("objective")
+        };
         let h = 1e-6;
         for i in 0..values.len() {
-            let (mut up, mut down) = (values, values);
+            let (mut up, mut down) = (values.to_vec(), values.to_vec());
             up[i] += h;
             down[i] -= h;
-            let numeric = (loss_at(&up) - loss_at(&down)) / (2.0 * h);
+            let numeric = (at(&up) - at(&down)) / (2.0 * h);
             assert!(
-                (numeric - g[i]).abs() < 1e-6,
+                (numeric - analytic[i]).abs() < 1e-6,
                 "d/dx{i}: analytic {} numeric {numeric}",
-                g[i]
+                analytic[i]
             );
         }
     }
