@@ -125,6 +125,25 @@ fn a_tiny_run_writes_a_well_formed_report_and_a_seed_reproduces_it() {
     // Case (a) never saw the class: it cannot find it.
     assert_eq!(cases[0]["recall"]["mean"].as_f64(), Some(0.0));
     let report = report_md(&out);
+    // Every classifier's last-epoch training loss is recorded beside the loss of guessing, and
+    // the report names exactly the ones that stayed near guessing.
+    for c in cases {
+        for s in c["per_seed"].as_array().expect("seeds") {
+            let t = s["train_loss"].as_f64().expect("train_loss");
+            let g = s["guessing_loss"].as_f64().expect("guessing_loss");
+            assert!(t > 0.0 && g > 0.0, "{s}");
+            let named = format!(
+                "case {} seed {} (training loss",
+                c["case"].as_str().expect("case"),
+                s["seed"]
+            );
+            assert_eq!(
+                report.contains(&named),
+                t > 0.8 * g,
+                "{named}: {t} vs {g}\n{report}"
+            );
+        }
+    }
     assert!(
         report.contains("| a | no minor-class images | 0 |"),
         "{report}"

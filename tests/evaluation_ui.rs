@@ -88,6 +88,8 @@ fn results() -> EvalResults {
                 precision: None,
                 accuracy: 0.7,
                 confusion: Confusion::new(3),
+                train_loss: None,
+                guessing_loss: None,
             }],
         })
         .collect();
@@ -163,10 +165,29 @@ fn run_sends_the_form_and_cancel_stops_it() {
         precision: Some(0.5),
         accuracy: 0.6,
         confusion: Confusion::new(3),
+        train_loss: None,
+        guessing_loss: None,
     }));
     h.run_steps(2);
     h.get_by_label("case b (K real), seed 1/5");
     h.get_by_label("0.125");
+    assert!(
+        h.query_by_label("did not learn").is_none(),
+        "no loss recorded: nothing to say"
+    );
+    // A diverged training is named where it happens.
+    h.state_mut().pane.on_event(EvalEvent::CaseDone(SeedResult {
+        case: "c".into(),
+        seed: 0,
+        recall: 0.0,
+        precision: None,
+        accuracy: 0.2,
+        confusion: Confusion::new(3),
+        train_loss: Some(1.7),
+        guessing_loss: Some(1.8),
+    }));
+    h.run_steps(2);
+    h.get_by_label("did not learn");
 
     h.get_by_label("Cancel").click();
     h.run_steps(2);

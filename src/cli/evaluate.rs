@@ -211,12 +211,18 @@ pub fn run_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
             bar.set_position(done as u64);
         }
         EvalEvent::CaseDone(r) => say(format!(
-            "  case {} seed {}: recall {:.3}, precision {}, accuracy {:.3}",
+            "  case {} seed {}: recall {:.3}, precision {}, accuracy {:.3}{}",
             r.case,
             r.seed,
             r.recall,
             r.precision.map_or("n/a".into(), |p| format!("{p:.3}")),
-            r.accuracy
+            r.accuracy,
+            match (r.did_not_learn(), r.train_loss, r.guessing_loss) {
+                (true, Some(t), Some(g)) => format!(
+                    " (the classifier did not learn: training loss {t:.2}, guessing {g:.2})"
+                ),
+                _ => String::new(),
+            }
         )),
     })
     .with_context(|| format!("evaluating {} into {}", args.minor, args.out.display()))?;

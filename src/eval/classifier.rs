@@ -141,6 +141,8 @@ pub struct Classifier {
     fc: candle_nn::Linear,
     max_pool: bool,
     classes: usize,
+    /// Mean training loss over the last epoch (`None` for an untrained network).
+    final_loss: Option<f64>,
     device: Device,
     _vars: VarMap,
 }
@@ -234,6 +236,7 @@ impl Classifier {
             fc,
             max_pool,
             classes,
+            final_loss: None,
             device: device.clone(),
             _vars: vars,
         })
@@ -242,6 +245,13 @@ impl Classifier {
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.classes
+    }
+
+    /// Mean training loss over the last epoch trained (the epoch stopped in, if training was
+    /// stopped early); `None` for a network that was never trained. Compare it with
+    /// [`guessing_loss`]: a training that ends near that learnt nothing.
+    pub fn final_loss(&self) -> Option<f64> {
+        self.final_loss
     }
 
     /// Size of the penultimate feature vector.
@@ -287,7 +297,7 @@ impl Classifier {
             ));
         }
         let err = |e: candle_core::Error| e.to_string();
-        let net = Self::new(
+        let mut net = Self::new(
             classes,
             cfg.width,
             cfg.max_pool,
@@ -304,6 +314,7 @@ impl Classifier {
         let mut step = 0;
         for _ in 0..cfg.epochs {
             order.shuffle(&mut rng);
+            let (mut epoch_loss, mut epoch_steps) = (0.0, 0usize);
             for chunk in order.chunks(cfg.batch_size) {
                 let patches: Vec<GrayImage> = chunk
                     .iter()
@@ -332,6 +343,9 @@ impl Classifier {
                     ));
                 }
                 step += 1;
+                epoch_loss += value;
+                epoch_steps += 1;
+                net.final_loss = Some(epoch_loss / epoch_steps as f64);
                 if !progress(step, steps, value) {
                     return Ok(net);
                 }
@@ -440,6 +454,22 @@ pub fn class_weights(classes: usize, train: &[Example], balanced: bool) -> Vec<f
         .collect()
 }
 
+/// The training loss of the best constant guess on `train`: the entropy of its class
+/// frequencies, each class weighted as the loss weighs it ([`class_weights`]). A classifier whose
+/// training loss ends near this learnt nothing from the patches (a training that diverged).
+pub fn guessing_loss(classes: usize, train: &[Example], balanced: bool) -> f64 {
+    let weight = class_weights(classes, train, balanced);
+    let mut mass = vec![0.0f64; classes];
+    for e in train {
+        mass[e.label] += weight[e.label] as f64;
+    }
+    let total: f64 = mass.iter().sum();
+    mass.iter()
+        .filter(|&&m| m > 0.0)
+        .map(|&m| -(m / total) * (m / total).ln())
+        .sum()
+}
+
 /// Cross-entropy of `logits` (batch x classes) against `labels`, each row weighted by
 /// `weights[row]`: the weighted mean `sum(w * nll) / sum(w)`, as PyTorch's weighted loss.
 pub fn weighted_cross_entropy(
@@ -512,6 +542,12 @@ mod tests {
                 after < 0.5 * before,
                 "max pool {max_pool}: training loss {before} -> {after}"
             );
+            // The last epoch's training loss is recorded, and far below guessing (ln 3).
+            let guess = guessing_loss(3, &train, false);
+            assert!((guess - 3f64.ln()).abs() < 1e-9, "{guess}");
+            let last = net.final_loss().expect("trained");
+            assert!(last < 0.5 * guess, "max pool {max_pool}: last epoch {last}");
+            assert_eq!(untrained.final_loss(), None);
             let patches: Vec<&GrayImage> = test.iter().map(|e| &e.patch).collect();
             for predicted in [
                 net.predict(&patches).expect("predict"),
@@ -627,6 +663,11 @@ mod tests {
         assert!((w[0] - 8.0 / 6.0).abs() < 1e-6 && (w[1] - 8.0 / 18.0).abs() < 1e-6);
         assert_eq!(w[2], 0.0, "an absent class");
         assert_eq!(class_weights(3, &train, false), vec![1.0; 3]);
+        // Guessing by frequency: 2 of 8 and 6 of 8; balanced, the two classes weigh alike.
+        let p = [0.25f64, 0.75];
+        let entropy = -p.iter().map(|q| q * q.ln()).sum::<f64>();
+        assert!((guessing_loss(3, &train, false) - entropy).abs() < 1e-9);
+        assert!((guessing_loss(3, &train, true) - 2f64.ln()).abs() < 1e-6);
 
         // The balanced loss is the mean over classes of each class's mean loss.
         let device = Device::Cpu;

@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::classifier::{Classifier, ClassifierConfig, Example, PATCH, dihedral};
+use super::classifier::{Classifier, ClassifierConfig, Example, PATCH, dihedral, guessing_loss};
 use super::fill::fill_boxes;
 use super::metrics::{Confusion, MeanSd, kid};
 use super::patches::{GOOD, Patch, Selection, patch_around, project_patches};
@@ -285,6 +285,26 @@ pub struct SeedResult {
     pub accuracy: f64,
     /// Raw confusion matrix on the test set (rows: truth, columns: predicted).
     pub confusion: Confusion,
+    /// The classifier's mean training loss over its last epoch (absent in reports from before
+    /// 2026-11-29).
+    #[serde(default)]
+    pub train_loss: Option<f64>,
+    /// The training loss of guessing by class frequency on the same training set
+    /// ([`guessing_loss`]).
+    #[serde(default)]
+    pub guessing_loss: Option<f64>,
+}
+
+/// A classifier whose last epoch's training loss stays above this share of the loss of
+/// guessing by class frequency learnt almost nothing: its training diverged.
+pub const DID_NOT_LEARN: f64 = 0.8;
+
+impl SeedResult {
+    /// Whether this seed's classifier failed to learn its training set (see [`DID_NOT_LEARN`]).
+    /// Its scores still count in the case's means; the report names it.
+    pub fn did_not_learn(&self) -> bool {
+        matches!((self.train_loss, self.guessing_loss), (Some(t), Some(g)) if t > DID_NOT_LEARN * g)
+    }
 }
 
 /// One case over all seeds.
@@ -1682,6 +1702,12 @@ pub fn evaluate(
                 precision: confusion.balanced_precision(minor_label),
                 accuracy: confusion.balanced_accuracy(),
                 confusion,
+                train_loss: net.final_loss(),
+                guessing_loss: Some(guessing_loss(
+                    classes.len(),
+                    &train_set,
+                    req.config.classifier.balanced,
+                )),
             };
             on_event(EvalEvent::CaseDone(r.clone()));
             results[ci].push(r);
@@ -1870,6 +1896,29 @@ pub fn parse_groups(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use image::Luma;
+
+    #[test]
+    fn a_classifier_that_stays_near_guessing_did_not_learn() {
+        let seed = |train_loss, guessing_loss| SeedResult {
+            case: "c".into(),
+            seed: 3,
+            recall: 0.0,
+            precision: None,
+            accuracy: 0.2,
+            confusion: Confusion::new(2),
+            train_loss,
+            guessing_loss,
+        };
+        // The diverged training measured on DeepPCB mousebite (about 1.7 against 1.80).
+        assert!(seed(Some(1.7), Some(1.8)).did_not_learn());
+        assert!(!seed(Some(0.3), Some(1.8)).did_not_learn());
+        assert!(
+            !seed(Some(1.6), Some(2.0)).did_not_learn(),
+            "0.8 of guessing: learnt a little"
+        );
+        // Reports from before the field say nothing.
+        assert!(!seed(None, Some(1.8)).did_not_learn());
+    }
 
     #[test]
     fn paired_negatives_are_spread_evenly_over_the_synthetic_defects() {

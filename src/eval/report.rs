@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::experiment::{EvalError, EvalResults};
+use super::experiment::{DID_NOT_LEARN, EvalError, EvalResults};
 use super::metrics::MeanSd;
 
 /// File names in the report folder.
@@ -104,6 +104,30 @@ pub fn markdown(r: &EvalResults) -> String {
          row scaled to the same total), so they do not depend on the test set's class sizes. \
          \"n/a\": the classifier never predicted the class.\n"
     );
+    let failed: Vec<String> = r
+        .cases
+        .iter()
+        .flat_map(|c| &c.per_seed)
+        .filter(|x| x.did_not_learn())
+        .map(|x| {
+            format!(
+                "case {} seed {} (training loss {:.2}, guessing {:.2})",
+                x.case,
+                x.seed,
+                x.train_loss.unwrap_or(f64::NAN),
+                x.guessing_loss.unwrap_or(f64::NAN)
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "**Classifier trainings that did not learn** (the last epoch's training loss above \
+             {DID_NOT_LEARN} of the loss of guessing by class frequency: the training diverged; \
+             their scores count in the means above): {}.\n",
+            failed.join("; ")
+        );
+    }
     let _ = writeln!(s, "![recall and precision per case]({})\n", PLOT);
     let q = &r.realism;
     let _ = writeln!(s, "## Realism of the synthetic {} patches\n", r.minor);

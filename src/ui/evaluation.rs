@@ -500,6 +500,16 @@ impl EvaluationPane {
                         ui.label((r.seed + 1).to_string());
                         ui.label(format!("{:.3}", r.recall));
                         ui.label(r.precision.map_or("n/a".into(), |p| format!("{p:.3}")));
+                        if r.did_not_learn() {
+                            ui.colored_label(ui.visuals().warn_fg_color, "did not learn")
+                                .on_hover_text(format!(
+                                    "This classifier's training diverged: its last epoch's \
+                                     loss ({:.2}) stayed near guessing by class frequency \
+                                     ({:.2}). Its scores count in the means; the report names it.",
+                                    r.train_loss.unwrap_or(f64::NAN),
+                                    r.guessing_loss.unwrap_or(f64::NAN)
+                                ));
+                        }
                         ui.end_row();
                     }
                 });
