@@ -16,7 +16,7 @@ use candle_core::Device;
 use clap::Parser;
 use dtgan_studio::dtgan::config::Preset;
 use dtgan_studio::eval::classifier::{Classifier, Example};
-use dtgan_studio::eval::experiment::{EvalConfig, open_data};
+use dtgan_studio::eval::experiment::{EvalConfig, open_data, parse_groups};
 use dtgan_studio::eval::metrics::{Confusion, MeanSd};
 use dtgan_studio::eval::patches::{Selection, project_patches};
 
@@ -45,11 +45,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let project = open_data(&args.data, &args.cache)?;
-    let test: BTreeSet<String> = args
-        .test_groups
-        .split(',')
-        .map(|g| g.trim().to_string())
-        .collect();
+    let test: BTreeSet<String> = parse_groups(&args.test_groups).into_iter().collect();
     let all = project_patches(&project, &Selection::default(), 1)?;
     let classes: Vec<String> = all
         .iter()
